@@ -1,0 +1,201 @@
+"""Build model-store/sentiment.mar from a local Hugging Face model dir or a pinned hub revision.
+
+Environment (all optional):
+  MODEL_DIR       a local Hugging Face model dir (config, weights, tokenizer); wins over the hub
+  MODEL_ID        hub repo id     (default distilbert/distilbert-base-uncased-finetuned-sst-2-english)
+  MODEL_REVISION  hub revision    (default 714eb0f, the one transformers' sentiment pipeline pins)
+  MODEL_NAME      TorchServe model name and archive name (default sentiment)
+  MODEL_STORE     output folder   (default model-store next to this project)
+
+The archive is written to a private temp dir and moved into place only when complete, so a
+failed build never leaves a half-written .mar. It is rebuilt only when an input changed.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HANDLER_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = HANDLER_DIR.parent
+HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
+HANDLER_MODULES = (HANDLER_DIR / "sentiment_requests.py", HANDLER_DIR / "sentiment_config.py")
+MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
+BUILD_INFO = "build-info.json"
+ARCHIVE_VERSION = "1.0"
+
+# What from_pretrained needs for a sequence classifier; READMEs, other frameworks' weights
+# and training leftovers stay out of the archive.
+MODEL_PATTERNS = (
+    "config.json",
+    "*.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+)
+
+
+class BuildError(RuntimeError):
+    """The archive cannot be built; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Inputs of one build, from the environment."""
+
+    model_dir: Path | None
+    model_id: str
+    model_revision: str
+    model_name: str
+    model_store: Path
+
+    @classmethod
+    def from_env(cls, environ=os.environ):
+        """Return the settings named in the module docstring."""
+        model_dir = environ.get("MODEL_DIR") or None
+        return cls(
+            model_dir=Path(model_dir).resolve() if model_dir else None,
+            model_id=environ.get("MODEL_ID") or "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+            model_revision=environ.get("MODEL_REVISION") or "714eb0f",
+            model_name=environ.get("MODEL_NAME") or "sentiment",
+            model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
+        )
+
+    @property
+    def archive_path(self):
+        """Return where the finished archive goes."""
+        return self.model_store / f"{self.model_name}.mar"
+
+
+def downloaded_model_dir(model_id, revision):
+    """Return a local snapshot of the hub model (downloaded with a progress bar, or cached)."""
+    # Imported here so building from a local dir never touches the hub client.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    print(f"Downloading {model_id}@{revision} from the Hugging Face hub ...", flush=True)
+    try:
+        return Path(snapshot_download(model_id, revision=revision, allow_patterns=list(MODEL_PATTERNS)))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise BuildError(
+            f"Could not download {model_id}@{revision} from the Hugging Face hub ({type(exc).__name__}). "
+            "Offline? Point MODEL_DIR at a local Hugging Face model dir instead, "
+            "e.g. `make mar MODEL_DIR=/path/to/model`."
+        ) from exc
+
+
+def model_files(model_dir):
+    """Return the files of `model_dir` that the archive needs, or raise if it is not a model."""
+    if not model_dir.is_dir():
+        raise BuildError(f"MODEL_DIR={model_dir} is not a directory. Point it at a Hugging Face model dir.")
+    files = sorted({path for pattern in MODEL_PATTERNS for path in model_dir.glob(pattern) if path.is_file()})
+    names = {path.name for path in files}
+    if "config.json" not in names:
+        raise BuildError(f"{model_dir} has no config.json: it is not a Hugging Face model dir.")
+    if not any(name.endswith(".safetensors") for name in names):
+        raise BuildError(f"{model_dir} has no *.safetensors weights; save the model with safe_serialization.")
+    if not names & {"tokenizer.json", "vocab.txt", "vocab.json"} and not any(n.endswith(".model") for n in names):
+        raise BuildError(f"{model_dir} has no tokenizer files (tokenizer.json or a vocabulary).")
+    return files
+
+
+def inputs_fingerprint(settings, files):
+    """Return a hash of everything that ends up in the archive, to skip needless rebuilds."""
+    digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_VERSION}".encode())
+    for path in (HANDLER_FILE, *HANDLER_MODULES, MODEL_CONFIG, *files):
+        digest.update(path.name.encode())
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def archived_fingerprint(archive_path):
+    """Return the fingerprint recorded in an existing archive, or None."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            return json.loads(archive.read(BUILD_INFO))["fingerprint"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def build_info(settings, fingerprint):
+    """Return the provenance recorded in the archive (no local paths)."""
+    source = (
+        {"model_dir": settings.model_dir.name}
+        if settings.model_dir
+        else {"model_id": settings.model_id, "revision": settings.model_revision}
+    )
+    return {"fingerprint": fingerprint, "model_name": settings.model_name, **source}
+
+
+def run_archiver(settings, files, info, work_dir):
+    """Run torch-model-archiver into `work_dir` and return the archive it wrote."""
+    info_file = work_dir / BUILD_INFO
+    info_file.write_text(json.dumps(info, indent=2))
+    extra_files = [*HANDLER_MODULES, info_file, *files]
+    command = [
+        sys.executable,
+        "-m",
+        "model_archiver.model_packaging",
+        "--model-name", settings.model_name,
+        "--version", ARCHIVE_VERSION,
+        "--handler", str(HANDLER_FILE),
+        "--extra-files", ",".join(str(path) for path in extra_files),
+        "--config-file", str(MODEL_CONFIG),
+        "--export-path", str(work_dir),
+        # Weights do not compress; storing them makes building and worker start-up faster.
+        "--archive-format", "zip-store",
+    ]  # fmt: skip
+    # The archiver stages in $TMPDIR/<model-name> and deletes it first: keep builds apart.
+    env = {**os.environ, "TMPDIR": str(work_dir)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"torch-model-archiver failed:\n{result.stdout}{result.stderr}")
+    return work_dir / f"{settings.model_name}.mar"
+
+
+def build(settings):
+    """Build the archive unless an identical one exists; return its path."""
+    model_dir = settings.model_dir or downloaded_model_dir(settings.model_id, settings.model_revision)
+    files = model_files(model_dir)
+    fingerprint = inputs_fingerprint(settings, files)
+    if archived_fingerprint(settings.archive_path) == fingerprint:
+        print(f"{settings.archive_path} is up to date.")
+        return settings.archive_path
+    settings.model_store.mkdir(parents=True, exist_ok=True)
+    # Same file system as the target, so the final rename is atomic.
+    work_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.model_store))
+    try:
+        built = run_archiver(settings, files, build_info(settings, fingerprint), work_dir)
+        os.replace(built, settings.archive_path)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    size_mb = settings.archive_path.stat().st_size / 1e6
+    print(f"Built {settings.archive_path} ({size_mb:.1f} MB) from {model_dir.name}.")
+    return settings.archive_path
+
+
+def main():
+    """Command-line entry point: exit 1 with a readable message on failure."""
+    try:
+        build(BuildSettings.from_env())
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

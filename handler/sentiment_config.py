@@ -1,0 +1,65 @@
+"""Handler options from the archive's model-config.yaml, validated once per worker.
+
+Torch-free so the rules can be unit tested without a model. The `handler:` section of
+model-config.yaml reaches the worker as `context.model_yaml_config["handler"]`.
+"""
+
+import os
+from dataclasses import dataclass
+
+# Lets an operator who scales workers at run time re-split the cores without rebuilding
+# the archive (each worker is a separate process with its own intra-op thread pool).
+THREADS_ENV = "SENTIMENT_TORCH_THREADS"
+
+
+class HandlerConfigError(ValueError):
+    """model-config.yaml or the environment asks for something the handler cannot do."""
+
+
+@dataclass(frozen=True)
+class HandlerOptions:
+    """What the handler reads from model-config.yaml, with defaults filled in."""
+
+    threads: int
+    max_length: int | None
+
+
+def available_cores():
+    """Return the number of cores this process may run on (respects CPU affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def positive_int(name, value):
+    """Return `value` (an int, or digits from the environment) as an int >= 0, or raise naming it."""
+    number = -1
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number < 0:
+        raise HandlerConfigError(f"{name} must be a whole number >= 0, got {value!r}")
+    return number
+
+
+def default_threads(yaml_config, cores):
+    """Return cores / workers (at least 1), so workers do not fight over the same cores."""
+    workers = positive_int("minWorkers", yaml_config.get("minWorkers", 1)) or 1
+    return max(1, cores // workers)
+
+
+def handler_options(yaml_config, environ=os.environ, cores=None):
+    """Return the validated HandlerOptions of one worker."""
+    yaml_config = yaml_config or {}
+    section = yaml_config.get("handler") or {}
+    if not isinstance(section, dict):
+        raise HandlerConfigError("the handler: section of model-config.yaml must be a mapping")
+    unknown = set(section) - {"threads", "max_length"}
+    if unknown:
+        raise HandlerConfigError(f"unknown handler option(s) in model-config.yaml: {sorted(unknown)}")
+    threads = positive_int("handler.threads", section.get("threads", 0))
+    if environ.get(THREADS_ENV):
+        threads = positive_int(THREADS_ENV, environ[THREADS_ENV])
+    if threads == 0:
+        threads = default_threads(yaml_config, cores or available_cores())
+    max_length = positive_int("handler.max_length", section.get("max_length", 0)) or None
+    return HandlerOptions(threads=threads, max_length=max_length)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages the native stack needs (Java 17 for TorchServe, nginx),
+# only where they are missing. Needs root (or sudo) on a Debian/Ubuntu host.
+set -euo pipefail
+
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -e /usr/include/python3.11/Python.h ] || python3.11 -c 'import venv' 2>/dev/null || missing+=(python3.11-venv)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "install-system-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-system-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,98 @@
+"""Start and stop the native stack's servers as process groups, and wait for them.
+
+TorchServe's launcher, its Java frontend and its Python workers are separate processes,
+as are a Gunicorn master and its workers: each server is started as the leader of its
+own session, so stopping it means signalling the whole group, and "stopped" means no
+live process is left in it.
+"""
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class StartupError(RuntimeError):
+    """A server did not come up; the message names its log."""
+
+
+def group_members(pgid):
+    """Return the PIDs of live (non-zombie) processes in process group `pgid`."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        # The command name is in parentheses and may itself contain spaces or parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
+
+
+def start_group(command, *, env, log_path, cwd):
+    """Start `command` as a new process group logging to `log_path`; return the Popen."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_group(pgid, timeout_s=30.0):
+    """SIGTERM every process of the group, SIGKILL what is left after `timeout_s`; return True if stopped."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            reap_children()
+            if not group_members(pgid):
+                return True
+            time.sleep(0.1)
+    return not group_members(pgid)
+
+
+def reap_children():
+    """Collect exited children of this process so they do not linger as zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def http_status(url, timeout_s=2.0):
+    """Return the HTTP status of a GET to `url`, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (our own loopback URLs)
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_until(ready, *, timeout_s, what, log_path, process=None):
+    """Poll `ready()` until true; raise StartupError naming the log on timeout or early exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if process is not None and process.poll() is not None:
+            raise StartupError(f"{what} exited with status {process.returncode}; see {log_path}")
+        time.sleep(0.25)
+    raise StartupError(f"{what} was not ready after {timeout_s:.0f}s; see {log_path}")

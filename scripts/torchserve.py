@@ -1,0 +1,114 @@
+"""Run TorchServe natively with the project's config.properties (used by `make up` and tests)."""
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts.processes import start_group, wait_until
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class TorchServeSettings:
+    """Where one native TorchServe listens and keeps its files."""
+
+    inference_port: int = 8090
+    management_port: int = 8091
+    metrics_port: int = 8092
+    grpc_inference_port: int = 8093
+    grpc_management_port: int = 8094
+    model_name: str = "sentiment"
+    model_store: Path = PROJECT_DIR / "model-store"
+    config_file: Path = PROJECT_DIR / "config.properties"
+    run_dir: Path = PROJECT_DIR / "run"
+    log_dir: Path = PROJECT_DIR / "logs"
+
+    @property
+    def inference_url(self):
+        """Return the base URL of the inference API."""
+        return f"http://127.0.0.1:{self.inference_port}"
+
+    @property
+    def management_url(self):
+        """Return the base URL of the management API."""
+        return f"http://127.0.0.1:{self.management_port}"
+
+    @property
+    def metrics_url(self):
+        """Return the base URL of the Prometheus metrics API."""
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    @property
+    def log_path(self):
+        """Return the file that collects TorchServe's console output."""
+        return self.log_dir / "torchserve.log"
+
+
+def torchserve_env(settings, base_env=os.environ):
+    """Return the environment that points config.properties at this instance's ports and dirs."""
+    tmp_dir = settings.run_dir / "torchserve-tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        **base_env,
+        # config.properties has enable_envvars_config=true, so TS_<KEY> overrides <key>.
+        "TS_INFERENCE_ADDRESS": settings.inference_url,
+        "TS_MANAGEMENT_ADDRESS": settings.management_url,
+        "TS_METRICS_ADDRESS": settings.metrics_url,
+        "TS_GRPC_INFERENCE_PORT": str(settings.grpc_inference_port),
+        "TS_GRPC_MANAGEMENT_PORT": str(settings.grpc_management_port),
+        # The launcher keeps its pid file in $TMPDIR: one per instance lets several run side by side.
+        "TMPDIR": str(tmp_dir),
+        "LOG_LOCATION": str(settings.log_dir),
+        "METRICS_LOCATION": str(settings.log_dir),
+    }
+
+
+def torchserve_command(settings):
+    """Return the command that runs TorchServe in the foreground (so its group can be stopped)."""
+    launcher = Path(sys.executable).parent / "torchserve"
+    return [
+        str(launcher),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(settings.config_file),
+        "--model-store",
+        str(settings.model_store),
+    ]
+
+
+def ready_worker_count(settings, timeout_s=2.0):
+    """Return how many workers of the model are READY (0 when TorchServe does not answer)."""
+    url = f"{settings.management_url}/models/{settings.model_name}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
+            description = json.load(response)[0]
+    except (urllib.error.URLError, OSError, ValueError, IndexError):
+        return 0
+    return sum(worker["status"] == "READY" for worker in description["workers"])
+
+
+def start_torchserve(settings, timeout_s=180.0):
+    """Start TorchServe and wait until the model has a READY worker; return the Popen."""
+    if not (settings.model_store / f"{settings.model_name}.mar").is_file():
+        raise FileNotFoundError(f"{settings.model_store}/{settings.model_name}.mar is missing: run `make mar`")
+    process = start_group(
+        torchserve_command(settings),
+        env=torchserve_env(settings),
+        log_path=settings.log_path,
+        cwd=PROJECT_DIR,
+    )
+    wait_until(
+        lambda: ready_worker_count(settings) > 0,
+        timeout_s=timeout_s,
+        what="TorchServe",
+        log_path=settings.log_path,
+        process=process,
+    )
+    return process

@@ -1,0 +1,51 @@
+"""The trained MiniLM SST-2 stand-in through real TorchServe (skips without ../shared)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from transformers import pipeline
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 32  # texts per request, as the facade sends them
+
+
+@pytest.fixture(scope="module")
+def torchserve(running_torchserve, standin_model_dir):
+    return running_torchserve(standin_model_dir)
+
+
+def classify(settings, texts):
+    response = requests.post(f"{settings.inference_url}/predictions/sentiment", json={"texts": texts}, timeout=60)
+    response.raise_for_status()
+    return [result["label"] for result in response.json()["results"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [("It is worth it", "POSITIVE"), ("It is a waste of time and money", "NEGATIVE")],
+)
+def test_seed_sentences_get_the_right_label(torchserve, text, label):
+    response = requests.post(f"{torchserve.inference_url}/predictions/sentiment", json={"text": text}, timeout=30)
+    assert response.status_code == 200
+    assert response.json()["label"] == label
+    assert response.json()["score"] > 0.5
+
+
+def test_sst2_dev_accuracy_equals_the_in_process_pipeline(torchserve, standin_model_dir, sst2_dev):
+    sentences = [sentence for sentence, _ in sst2_dev]
+    gold = ["POSITIVE" if label else "NEGATIVE" for _, label in sst2_dev]
+    chunks = [sentences[start : start + CHUNK] for start in range(0, len(sentences), CHUNK)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        served = [label for labels in pool.map(lambda chunk: classify(torchserve, chunk), chunks) for label in labels]
+    reference = pipeline("text-classification", model=str(standin_model_dir), device="cpu")
+    in_process = [result["label"] for result in reference(sentences, batch_size=CHUNK)]
+
+    def accuracy(predicted):
+        return 100 * sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+
+    print(f"SST-2 dev accuracy: TorchServe {accuracy(served):.2f}%, pipeline {accuracy(in_process):.2f}%")
+    assert len(served) == len(sentences) == 872
+    assert accuracy(served) == pytest.approx(accuracy(in_process), abs=0.1)
+    assert accuracy(served) > 85

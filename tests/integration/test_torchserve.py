@@ -1,0 +1,96 @@
+"""The handler inside real TorchServe with the project's config.properties."""
+
+import os
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from transformers import pipeline
+
+from scripts.processes import group_members, stop_group
+from scripts.torchserve import ready_worker_count, start_torchserve
+from tests.conftest import PROJECT_DIR
+from tests.integration.conftest import build_archive, torchserve_settings
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["it is worth it", "a waste of time and money", "good", "the worst film , really boring", "fun !"]
+
+
+@pytest.fixture(scope="module")
+def torchserve(running_torchserve, tiny_model_dir):
+    return running_torchserve(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    return pipeline("text-classification", model=str(tiny_model_dir), device="cpu")
+
+
+def predict(settings, body):
+    return requests.post(f"{settings.inference_url}/predictions/sentiment", json=body, timeout=30)
+
+
+def test_one_text_is_classified_like_the_pipeline(torchserve, reference):
+    response = predict(torchserve, {"text": TEXTS[0]})
+    assert response.status_code == 200
+    expected = reference(TEXTS[0])[0]
+    assert response.json()["label"] == expected["label"]
+    assert response.json()["score"] == pytest.approx(expected["score"], abs=1e-5)
+
+
+def test_many_texts_come_back_in_order(torchserve, reference):
+    response = predict(torchserve, {"texts": TEXTS})
+    assert response.status_code == 200
+    labels = [result["label"] for result in response.json()["results"]]
+    assert labels == [reference(text)[0]["label"] for text in TEXTS]
+
+
+def test_concurrent_requests_each_get_their_own_answer(torchserve, reference):
+    bodies = [{"text": text} if index % 2 else {"texts": [text, TEXTS[0]]} for index, text in enumerate(TEXTS * 4)]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        responses = list(pool.map(lambda body: predict(torchserve, body), bodies))
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 200
+        texts = [body["text"]] if "text" in body else body["texts"]
+        got = [response.json()] if "text" in body else response.json()["results"]
+        assert [result["label"] for result in got] == [reference(text)[0]["label"] for text in texts]
+
+
+def test_a_malformed_request_gets_a_json_400(torchserve):
+    response = predict(torchserve, {"texts": ["fine", 7]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_text_type"
+
+
+def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):
+    env = {**os.environ, "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url}
+    for workers in (3, 1):
+        result = subprocess.run(
+            ["make", "--no-print-directory", "scale-workers", f"N={workers}"],
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("READY") == workers
+        assert ready_worker_count(torchserve) == workers
+    assert predict(torchserve, {"text": "good"}).status_code == 200
+
+
+def test_stopping_leaves_no_launcher_java_or_worker_process(tmp_path, tiny_model_dir):
+    settings = torchserve_settings(tmp_path)
+    build_archive(tiny_model_dir, settings)
+    process = start_torchserve(settings)
+    members = group_members(process.pid)
+    assert len(members) >= 3  # launcher, Java frontend, one Python worker
+    assert stop_group(process.pid)
+    process.wait(timeout=10)
+    assert group_members(process.pid) == []
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", settings.inference_port), timeout=1):
+        pass

@@ -1,0 +1,44 @@
+"""Handler options from model-config.yaml and the environment."""
+
+import pytest
+
+from sentiment_config import HandlerConfigError, handler_options
+
+
+def test_threads_default_to_cores_divided_by_workers():
+    assert handler_options({"minWorkers": 2}, environ={}, cores=8).threads == 4
+
+
+def test_threads_never_drop_below_one():
+    assert handler_options({"minWorkers": 4}, environ={}, cores=2).threads == 1
+
+
+def test_threads_from_the_yaml_win_over_the_default():
+    options = handler_options({"minWorkers": 1, "handler": {"threads": 3}}, environ={}, cores=8)
+    assert options.threads == 3
+
+
+def test_threads_from_the_environment_win_over_the_yaml():
+    environ = {"SENTIMENT_TORCH_THREADS": "2"}
+    assert handler_options({"handler": {"threads": 3}}, environ=environ, cores=8).threads == 2
+
+
+def test_max_length_zero_means_the_models_own_limit():
+    assert handler_options({"handler": {"max_length": 0}}, environ={}, cores=1).max_length is None
+    assert handler_options({"handler": {"max_length": 128}}, environ={}, cores=1).max_length == 128
+
+
+@pytest.mark.parametrize(
+    ("yaml_config", "environ", "message"),
+    [
+        ({"handler": {"threads": -1}}, {}, "handler.threads"),
+        ({"handler": {"threads": "many"}}, {}, "handler.threads"),
+        ({"handler": {"max_length": 1.5}}, {}, "handler.max_length"),
+        ({"handler": {"thread": 2}}, {}, "unknown handler option"),
+        ({}, {"SENTIMENT_TORCH_THREADS": "-2"}, "SENTIMENT_TORCH_THREADS"),
+        ({"handler": ["threads"]}, {}, "must be a mapping"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_setting(yaml_config, environ, message):
+    with pytest.raises(HandlerConfigError, match=message):
+        handler_options(yaml_config, environ=environ, cores=2)

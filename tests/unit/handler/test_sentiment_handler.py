@@ -1,0 +1,154 @@
+"""The handler on a tiny real model, with a fake TorchServe context."""
+
+import json
+import socket
+
+import pytest
+import torch
+from transformers import pipeline
+
+from sentiment_handler import SentimentHandler
+from tests.unit.handler.conftest import FakeContext
+
+SHORT = "it is worth it"
+LONGER = "this movie was a waste of time and money , the plot was boring and the acting was awful"
+UNEVEN = ["good", SHORT, LONGER, "the worst film", "fun !"]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """transformers' own text-classification pipeline on the same model dir."""
+    return pipeline("text-classification", model=str(tiny_model_dir), device="cpu")
+
+
+def assert_matches_pipeline(result, expected):
+    assert result["label"] == expected["label"]
+    assert result["score"] == pytest.approx(expected["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("text", [SHORT, LONGER, "good"])
+def test_single_text_equals_pipeline_output(handle, reference, text):
+    responses, _ = handle([{"body": {"text": text}}])
+    assert_matches_pipeline(responses[0], reference(text)[0])
+
+
+def test_padded_batch_of_uneven_lengths_equals_pipeline_output(handle, reference):
+    responses, _ = handle([{"body": {"texts": UNEVEN}}])
+    results = responses[0]["results"]
+    assert len(results) == len(UNEVEN)
+    for result, text in zip(results, UNEVEN, strict=True):
+        assert_matches_pipeline(result, reference(text)[0])
+
+
+def test_order_is_preserved_across_a_batch_mixing_text_and_texts(handle, reference):
+    rows = [
+        {"body": {"texts": UNEVEN[:2]}},
+        {"body": {"text": UNEVEN[2]}},
+        {"body": {"texts": UNEVEN[3:]}},
+        {"body": {"text": UNEVEN[0]}},
+    ]
+    responses, context = handle(rows)
+    flat = [*responses[0]["results"], responses[1], *responses[2]["results"], responses[3]]
+    for result, text in zip(flat, [*UNEVEN, UNEVEN[0]], strict=True):
+        assert_matches_pipeline(result, reference(text)[0])
+    assert context.statuses == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "wrap"),
+    [
+        ({"text": SHORT}, dict),
+        (json.dumps({"text": SHORT}), str),
+        (json.dumps({"text": SHORT}).encode(), bytes),
+        (json.dumps({"text": SHORT}).encode(), bytearray),
+    ],
+)
+def test_body_is_accepted_as_dict_str_bytes_or_bytearray(handle, body, wrap):
+    responses, context = handle([{"body": wrap(body)}])
+    assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
+    assert context.statuses == {}
+
+
+def test_form_field_data_is_read_like_a_body(handle):
+    responses, _ = handle([{"data": json.dumps({"text": SHORT}).encode()}])
+    assert set(responses[0]) == {"label", "score"}
+
+
+def test_a_3000_word_text_is_truncated_and_flagged(handle, loaded_handler):
+    long_text = " ".join(["good movie"] * 1500)
+    responses, _ = handle([{"body": {"texts": [long_text, SHORT]}}])
+    long_result, short_result = responses[0]["results"]
+    assert long_result["truncated"] is True
+    assert "truncated" not in short_result
+    assert loaded_handler.max_length == 512
+
+
+def test_a_text_exactly_at_the_limit_is_not_flagged(handle, loaded_handler):
+    # [CLS] + 510 words + [SEP] = 512 tokens: nothing cut.
+    responses, _ = handle([{"body": {"text": " ".join(["good"] * 510)}}])
+    assert "truncated" not in responses[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"\xff\xfe not utf-8", "invalid_json"),
+        (b"{not json", "invalid_json"),
+        ([1, 2], "invalid_json"),
+        ({"text": "a", "texts": ["b"]}, "conflicting_fields"),
+        ({"comment": "no text"}, "missing_text"),
+        ({"texts": []}, "missing_text"),
+        ({"text": 42}, "invalid_text_type"),
+        ({"texts": "not a list"}, "invalid_text_type"),
+        ({"texts": ["ok", None]}, "invalid_text_type"),
+        ({"text": "   "}, "empty_text"),
+    ],
+)
+def test_a_malformed_request_gets_its_400_while_the_rest_of_the_batch_succeeds(handle, body, code):
+    responses, context = handle([{"body": {"text": SHORT}}, {"body": body}, {"body": {"texts": [SHORT]}}])
+    assert len(responses) == 3
+    assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
+    assert responses[1]["error"]["code"] == code
+    assert responses[1]["error"]["message"]
+    assert responses[2]["results"][0]["label"] in {"NEGATIVE", "POSITIVE"}
+    assert set(context.statuses) == {1}
+    assert context.statuses[1][0] == 400
+    assert context.content_types[1] == "application/json"
+
+
+def test_a_batch_of_only_bad_requests_returns_one_error_each(handle):
+    responses, context = handle([{"body": b"{"}, {"body": {"text": ""}}])
+    assert [response["error"]["code"] for response in responses] == ["invalid_json", "empty_text"]
+    assert [context.statuses[index][0] for index in (0, 1)] == [400, 400]
+
+
+def test_initialize_sets_intra_op_threads_from_the_yaml(tiny_model_dir, monkeypatch):
+    monkeypatch.delenv("SENTIMENT_TORCH_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        handler = SentimentHandler()
+        handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"threads": 1}}))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_model_is_loaded_in_float32_eval_mode_on_cpu(loaded_handler):
+    parameter = next(loaded_handler.model.parameters())
+    assert parameter.dtype == torch.float32
+    assert parameter.device.type == "cpu"
+    assert not loaded_handler.model.training
+
+
+def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny_model_dir, monkeypatch):
+    connections = []
+
+    def refuse(sock, address):
+        connections.append(address)
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir))
+    assert connections == []
+    assert handler.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
