@@ -63,6 +63,23 @@ test-integration: install ## Run the integration tests only (real servers on loo
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
 	$(BIN)/python handler/build_mar.py
 
+.PHONY: up
+up: install ## Start TorchServe, REPLICAS facades and nginx on 127.0.0.1 (builds the .mar first; MODEL_DIR honoured)
+	$(BIN)/python handler/build_mar.py
+	$(BIN)/python scripts/stack.py up
+
+.PHONY: down
+down: ## Stop every process `make up` started (safe to run twice)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/stack.py down; else echo "nothing was running"; fi
+
+.PHONY: status
+status: ## Show the process groups of the native stack
+	$(BIN)/python scripts/stack.py status
+
+.PHONY: logs
+logs: ## Show where the native stack logs, with the last lines of each log
+	$(BIN)/python scripts/stack.py logs
+
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
 	$(BIN)/python handler/scale_workers.py $(N)

@@ -121,13 +121,13 @@ def inputs_fingerprint(settings, files):
     return digest.hexdigest()
 
 
-def archived_fingerprint(archive_path):
-    """Return the fingerprint recorded in an existing archive, or None."""
+def archived_build_info(archive_path):
+    """Return the build info recorded in an existing archive, or {}."""
     try:
         with zipfile.ZipFile(archive_path) as archive:
-            return json.loads(archive.read(BUILD_INFO))["fingerprint"]
+            return json.loads(archive.read(BUILD_INFO))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
+        return {}
 
 
 def build_info(settings, fingerprint):
@@ -166,12 +166,29 @@ def run_archiver(settings, files, info, work_dir):
     return work_dir / f"{settings.model_name}.mar"
 
 
+def source_model_dir(settings):
+    """Return the model dir to pack: MODEL_DIR, else a download of MODEL_ID@MODEL_REVISION."""
+    if settings.model_dir:
+        return settings.model_dir
+    try:
+        return downloaded_model_dir(settings.model_id, settings.model_revision)
+    except BuildError:
+        built = archived_build_info(settings.archive_path)
+        if (built.get("model_id"), built.get("revision")) != (settings.model_id, settings.model_revision):
+            raise
+        # Offline with an archive of the same pinned model: serving it beats failing.
+        print(f"warning: hub unreachable; keeping {settings.archive_path} (same model and revision).")
+        return None
+
+
 def build(settings):
     """Build the archive unless an identical one exists; return its path."""
-    model_dir = settings.model_dir or downloaded_model_dir(settings.model_id, settings.model_revision)
+    model_dir = source_model_dir(settings)
+    if model_dir is None:
+        return settings.archive_path
     files = model_files(model_dir)
     fingerprint = inputs_fingerprint(settings, files)
-    if archived_fingerprint(settings.archive_path) == fingerprint:
+    if archived_build_info(settings.archive_path).get("fingerprint") == fingerprint:
         print(f"{settings.archive_path} is up to date.")
         return settings.archive_path
     settings.model_store.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ own session, so stopping it means signalling the whole group, and "stopped" mean
 live process is left in it.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,9 +20,9 @@ class StartupError(RuntimeError):
     """A server did not come up; the message names its log."""
 
 
-def group_members(pgid):
-    """Return the PIDs of live (non-zombie) processes in process group `pgid`."""
-    members = []
+def process_table():
+    """Return (pid, ppid, pgid) of every live (non-zombie) process."""
+    table = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
             stat = stat_file.read_text()
@@ -29,10 +30,19 @@ def group_members(pgid):
             continue  # the process ended while we looked
         # The command name is in parentheses and may itself contain spaces or parentheses.
         fields = stat[stat.rindex(")") + 2 :].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            members.append(int(stat_file.parent.name))
-    return members
+        if fields[0] != "Z":
+            table.append((int(stat_file.parent.name), int(fields[1]), int(fields[2])))
+    return table
+
+
+def group_members(pgid):
+    """Return the PIDs of live (non-zombie) processes in process group `pgid`."""
+    return [pid for pid, _, group in process_table() if group == pgid]
+
+
+def children_of(pid):
+    """Return the PIDs of the live direct children of `pid`."""
+    return [child for child, parent, _ in process_table() if parent == pid]
 
 
 def start_group(command, *, env, log_path, cwd):
@@ -50,20 +60,38 @@ def start_group(command, *, env, log_path, cwd):
         )
 
 
-def stop_group(pgid, timeout_s=30.0):
-    """SIGTERM every process of the group, SIGKILL what is left after `timeout_s`; return True if stopped."""
+def stop_group(pgid, timeout_s=30.0, children_first=False):
+    """Stop every process of the group; return True when none is left.
+
+    SIGTERM first (the whole group, or with `children_first` only the leader's children,
+    for a leader that does not pass signals on but waits for its child), then SIGKILL
+    whatever is left after `timeout_s`.
+    """
+    if children_first:
+        for child in children_of(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+        if wait_for_exit(pgid, timeout_s):
+            return True
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return True
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            reap_children()
-            if not group_members(pgid):
-                return True
-            time.sleep(0.1)
+        if wait_for_exit(pgid, wait_s):
+            return True
     return not group_members(pgid)
+
+
+def wait_for_exit(pgid, timeout_s):
+    """Wait until the group has no live process; return True if it emptied in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reap_children()
+        if not group_members(pgid):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def reap_children():

@@ -8,7 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.processes import start_group, wait_until
+from scripts.processes import start_group, stop_group, wait_until
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,3 +112,11 @@ def start_torchserve(settings, timeout_s=180.0):
         process=process,
     )
     return process
+
+
+def stop_torchserve(pgid, timeout_s=30.0):
+    """Stop TorchServe cleanly: SIGTERM to Java, which stops its workers; the launcher then exits.
+
+    The launcher does not pass signals on, and signalling it first would orphan Java.
+    """
+    return stop_group(pgid, timeout_s=timeout_s, children_first=True)

@@ -5,8 +5,8 @@ import socket
 import pytest
 from build_mar import BuildSettings, build
 
-from scripts.processes import group_members, stop_group
-from scripts.torchserve import TorchServeSettings, start_torchserve
+from scripts.processes import group_members
+from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
 
 
 def free_port():
@@ -48,6 +48,6 @@ def running_torchserve(tmp_path_factory):
 
     yield start
     for process in started:
-        stop_group(process.pid)
+        stop_torchserve(process.pid)
         process.wait(timeout=10)
         assert group_members(process.pid) == []

@@ -9,8 +9,8 @@ import pytest
 import requests
 from transformers import pipeline
 
-from scripts.processes import group_members, stop_group
-from scripts.torchserve import ready_worker_count, start_torchserve
+from scripts.processes import group_members
+from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import build_archive, torchserve_settings
 
@@ -89,7 +89,7 @@ def test_stopping_leaves_no_launcher_java_or_worker_process(tmp_path, tiny_model
     process = start_torchserve(settings)
     members = group_members(process.pid)
     assert len(members) >= 3  # launcher, Java frontend, one Python worker
-    assert stop_group(process.pid)
+    assert stop_torchserve(process.pid)
     process.wait(timeout=10)
     assert group_members(process.pid) == []
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", settings.inference_port), timeout=1):

@@ -1,0 +1,28 @@
+"""The public HTTP facade in front of TorchServe's sentiment model."""
+
+from flask import Flask
+
+from facade.context import PREDICTOR_KEY, SETTINGS_KEY
+from facade.errors import register_error_handlers
+from facade.predictor import TorchServeClient
+from facade.settings import Settings
+
+
+def create_app(settings=None, predictor=None) -> Flask:
+    """Return the facade app; settings come from FACADE_* variables and the predictor is TorchServe's."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
+    )
+    # Answer fields in the documented order (label, score, container_id), not sorted.
+    app.json.sort_keys = False
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[PREDICTOR_KEY] = predictor or TorchServeClient(settings)
+    register_error_handlers(app)
+
+    from facade.routes import bp
+
+    app.register_blueprint(bp)
+    return app

@@ -1,0 +1,124 @@
+"""The OpenAPI 3.0 document served at /openapi.json, with this instance's limits filled in."""
+
+from facade import schemas
+from facade.settings import Settings
+
+DESCRIPTIONS = {
+    400: "The body is not what the API takes; the message says what to change.",
+    404: "No route at this path.",
+    405: "The path exists, but not for this method; Allow lists the methods it takes.",
+    413: "The request body is over the size limit.",
+    415: "The body is not JSON (nor, on POST /, the page's form).",
+    500: "An unexpected error, logged with the request ID.",
+    502: "TorchServe gave an answer the facade did not expect.",
+    503: "TorchServe is down, starting, has no READY worker or a full queue; retry after Retry-After s.",
+    504: "TorchServe did not answer within the read timeout.",
+}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def openapi_spec(settings: Settings) -> dict:
+    """Return the OpenAPI document describing every route, body, status and header of the facade."""
+    classified = _response(200, "The sentiment of each text.", schemas.classify_result(settings), html=True)
+    # The page's form gets the page back, with the error in words, instead of JSON.
+    errors = {status: _error(status, html=status != 415) for status in (400, 413, 415, 502, 503, 504)}
+    classify = {
+        **_operation("classify", "Classify one text, or a list of texts.", {200: classified, **errors}),
+        "requestBody": {"required": True, "content": schemas.classify_request(settings)},
+    }
+    page = {**_response(200, "The page: container ID and a form to try a sentence."), "content": HTML}
+    paths = {
+        "/": {"get": _operation("index", "The HTML page.", {200: page}), "post": classify},
+        "/healthz": {"get": _operation("healthz", "Liveness: 200 while the process serves.", _status("ok"))},
+        "/readyz": {
+            "get": _operation(
+                "readyz",
+                "Readiness: 200 when TorchServe has a READY worker for the model.",
+                {**_status("ready"), 503: _error(503)},
+            )
+        },
+        "/openapi.json": {
+            "get": _operation("openapi", "This document.", {200: _response(200, "OpenAPI 3.0.", {"type": "object"})})
+        },
+    }
+    for operations in paths.values():
+        operations["head"] = _head_of(operations["get"])
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Sentiment analysis",
+            "version": "1.0.0",
+            "description": "Classifies English text as POSITIVE or NEGATIVE. Every error is JSON, "
+            '{"error": {"code": ..., "message": ...}, "container_id": ...}, except that a form post to / '
+            "gets the HTML page back with the error in words.",
+        },
+        "paths": paths,
+        "components": _components(),
+    }
+
+
+def _operation(operation_id: str, summary: str, responses: dict) -> dict:
+    # Any route can hit the catch-all 500.
+    responses = {str(status): response for status, response in {**responses, 500: _error(500)}.items()}
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [{"$ref": "#/components/parameters/X-Request-ID"}],
+        "responses": responses,
+    }
+
+
+def _head_of(get: dict) -> dict:
+    # Flask answers HEAD wherever it answers GET: same statuses and headers, no body.
+    responses = {status: _without_content(response) for status, response in get["responses"].items()}
+    return {**get, "operationId": get["operationId"] + "Head", "responses": responses}
+
+
+def _without_content(response: dict) -> dict:
+    return {key: value for key, value in response.items() if key != "content"}
+
+
+def _response(status: int, description: str, schema: dict | None = None, html: bool = False) -> dict:
+    response = {"description": description, "headers": _headers(status)}
+    if schema is not None:
+        response["content"] = {"application/json": {"schema": schema}}
+    if html:
+        response["content"].update(HTML)
+    return response
+
+
+def _status(status: str) -> dict:
+    return {200: _response(200, f'{{"status": "{status}"}}', schemas.status_body(status))}
+
+
+def _error(status: int, html: bool = False) -> dict:
+    return _response(status, DESCRIPTIONS[status], schemas.error_body(status), html=html)
+
+
+def _headers(status: int) -> dict:
+    names = ["X-Container-ID", "X-Request-ID"]
+    names += ["Retry-After"] if status == 503 else ["Allow"] if status == 405 else []
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def _components() -> dict:
+    safe_id = {"required": True, "schema": schemas.SAFE_ID_SCHEMA}
+    request_id = {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": "Echoed, and forwarded to TorchServe, when it is 1-128 of A-Z a-z 0-9 . _ : - ; "
+        "any other value is replaced by a new ID.",
+        "schema": {"type": "string"},
+    }
+    return {
+        "parameters": {"X-Request-ID": request_id},
+        "headers": {
+            "X-Container-ID": {**safe_id, "description": "The container (or host-port) that served it."},
+            "X-Request-ID": {**safe_id, "description": "The client's valid X-Request-ID, or a new one."},
+            "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}},
+            "Allow": {"required": True, "schema": {"type": "string"}},
+        },
+        # No documented operation answers these, but any other path or method does.
+        "responses": {"NotFound": _error(404), "MethodNotAllowed": _error(405)},
+    }

@@ -1,0 +1,148 @@
+"""The client for TorchServe's inference API (predictions) and management API (readiness)."""
+
+import logging
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from facade.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "The sentiment model is not available right now (starting, stopping or busy); retry shortly."
+TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer or shorter texts."
+
+
+class TorchServeClient:
+    """Classifies texts through TorchServe and reports whether its model can serve."""
+
+    def __init__(self, settings: Settings):
+        model = quote(settings.model_name, safe="")
+        self._predict_url = f"{settings.torchserve_url.rstrip('/')}/predictions/{model}"
+        self._describe_url = f"{settings.torchserve_management_url.rstrip('/')}/models/{model}"
+        self._predict_timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
+        self._ready_timeout = (connect_s, settings.ready_timeout_s)
+        self._session = pooled_session(settings.threads)
+
+    def classify(self, texts: list[str], request_id: str) -> list[dict]:
+        """Return one {"label", "score"[, "truncated"]} dict per text, in input order."""
+        response = self._post(texts, request_id)
+        if response.status_code != 200:
+            raise _status_error(response, request_id)
+        return _results(response, len(texts), request_id)
+
+    def is_ready(self) -> bool:
+        """Return True when TorchServe has at least one READY worker for the model."""
+        try:
+            response = self._session.get(self._describe_url, timeout=self._ready_timeout, allow_redirects=False)
+            response.raise_for_status()
+            return _has_ready_worker(response.json())
+        except (requests.RequestException, ValueError) as exc:
+            log.info("TorchServe readiness check failed: %s", exc)
+            return False
+
+    def close(self) -> None:
+        """Close the pooled connections; the app itself keeps one client for its whole life."""
+        self._session.close()
+
+    def _post(self, texts: list[str], request_id: str) -> requests.Response:
+        try:
+            return self._session.post(
+                self._predict_url,
+                json={"texts": texts},
+                headers={"X-Request-ID": request_id},
+                timeout=self._predict_timeout,
+                allow_redirects=False,
+            )
+        except requests.ConnectionError as exc:  # refused, reset, or no connection in time
+            log.warning("TorchServe unreachable for request %s: %s", request_id, exc)
+            raise UpstreamUnavailableError(UNAVAILABLE) from exc
+        except requests.Timeout as exc:
+            log.warning("TorchServe read timeout for request %s: %s", request_id, exc)
+            raise UpstreamTimeoutError(TIMED_OUT) from exc
+        except requests.RequestException as exc:
+            raise _malformed(request_id, f"request failed: {exc}") from exc
+
+
+def pooled_session(pool_size: int) -> requests.Session:
+    """Return a Session that keeps up to pool_size connections per TorchServe API."""
+    session = requests.Session()
+    # TorchServe is a private backend: a proxy from HTTP_PROXY and friends must not carry its traffic.
+    session.trust_env = False
+    # Retry only a failed connect: the request never left, so it cannot run inference twice.
+    retry = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0, raise_on_status=False)
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _has_ready_worker(description: object) -> bool:
+    # The management API describes a model as a list with one entry per version.
+    models = description if isinstance(description, list) else []
+    workers = [w for m in models if isinstance(m, dict) for w in m.get("workers") or ()]
+    return any(isinstance(worker, dict) and worker.get("status") == "READY" for worker in workers)
+
+
+def _status_error(response: requests.Response, request_id: str) -> Exception:
+    body = _json_or_none(response)
+    # TorchServe answers 503 "Prediction failed" (InternalServerException) when the handler raised.
+    handler_failed = isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException")
+    # 503: no worker or job queue full; 404: model not registered. Both pass once TorchServe
+    # catches up, unlike a handler that failed or rejected the input.
+    if response.status_code in (404, 503) and not handler_failed:
+        log.warning("TorchServe answered %s for request %s: %s", response.status_code, request_id, _summary(body))
+        return UpstreamUnavailableError(UNAVAILABLE)
+    return _malformed(request_id, f"status {response.status_code}: {_summary(body)}")
+
+
+def _results(response: requests.Response, expected: int, request_id: str) -> list[dict]:
+    body = _json_or_none(response)
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list) or len(results) != expected:
+        raise _malformed(request_id, f"expected {expected} results, got {_summary(body)}")
+    public = [_public_result(item) for item in results]
+    if None in public:
+        raise _malformed(request_id, "a result lacks a label, a score in [0, 1] or a boolean truncated")
+    return public
+
+
+def _public_result(item: object) -> dict | None:
+    if not isinstance(item, dict):
+        return None
+    label, score, truncated = item.get("label"), item.get("score"), item.get("truncated", False)
+    if not (isinstance(label, str) and label and isinstance(truncated, bool)):
+        return None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        return None
+    result = {"label": label, "score": float(score)}
+    if truncated:
+        result["truncated"] = True
+    return result
+
+
+def _json_or_none(response: requests.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _summary(body: object) -> str:
+    # Log what TorchServe or the handler said about the failure, never the texts themselves.
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return f"handler error {body['error'].get('code')!r}"
+    if isinstance(body, dict) and "type" in body:
+        return f"{body.get('type')}: {str(body.get('message'))[:200]}"
+    if isinstance(body, dict) and isinstance(body.get("results"), list):
+        return f"{len(body['results'])} results"
+    return "a body that is not the agreed JSON"
+
+
+def _malformed(request_id: str, detail: str) -> UpstreamError:
+    log.error("Unexpected answer from TorchServe for request %s: %s", request_id, detail)
+    return UpstreamError(f"The sentiment model gave an unexpected answer; it was logged with request ID {request_id}.")

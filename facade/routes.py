@@ -1,0 +1,115 @@
+"""The public routes: classify as JSON or from the page's form, health, readiness, API description."""
+
+from flask import Blueprint, jsonify, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from facade.context import predictor, request_id, settings
+from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
+from facade.openapi import openapi_spec
+from facade.validation import checked_text, texts_from_json
+
+bp = Blueprint("facade", __name__)
+
+FORM = "application/x-www-form-urlencoded"
+# The page loads nothing from anywhere: inline CSS only, and the form posts back here.
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+
+
+@bp.after_app_request
+def identify_response(response):
+    """Stamp every response, errors included, with who served it and for which request."""
+    response.headers["X-Container-ID"] = settings().container_id
+    response.headers["X-Request-ID"] = request_id()
+    if response.status_code == 503:
+        response.headers.setdefault("Retry-After", str(settings().retry_after_s))
+    return response
+
+
+@bp.get("/")
+def index():
+    """Return the page with the form to try a sentence."""
+    return page()
+
+
+@bp.post("/")
+def classify():
+    """Return the sentiment of "text" or of each of "texts" (JSON), or the page for a form post."""
+    if request.mimetype == FORM:
+        return classified_form()
+    _require_json()
+    body = request.get_data(cache=False)
+    _reject_cut_off_body()
+    texts, single = texts_from_json(body, settings())
+    results = predictor().classify(texts, request_id())
+    body = results[0] if single else {"results": results}
+    return jsonify({**body, "container_id": settings().container_id})
+
+
+@bp.get("/healthz")
+def healthz():
+    """Return 200 while the process serves; it never asks TorchServe."""
+    return jsonify({"status": "ok", "container_id": settings().container_id})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Return 200 when TorchServe has a READY worker for the model, else a 503 error."""
+    if not predictor().is_ready():
+        raise UpstreamUnavailableError(
+            f"TorchServe has no READY worker for model {settings().model_name!r} yet; "
+            f"retry in {settings().retry_after_s} s."
+        )
+    return jsonify({"status": "ready", "container_id": settings().container_id})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """Return the OpenAPI 3.0 description of this API."""
+    return jsonify(openapi_spec(settings()))
+
+
+def classified_form():
+    """Return the page with the form's text classified, or with what to change about it."""
+    text = ""
+    try:
+        text = request.form.get("text")
+        _reject_cut_off_body()
+        if text is None:
+            raise MissingTextError("Type a sentence in the box, then press Classify.")
+        result = predictor().classify([checked_text(text, "The text", settings())], request_id())[0]
+    except RequestEntityTooLarge:
+        limit = settings().max_body_bytes
+        return page(error=f"The text is too long to send (over {limit} bytes); shorten it.", status=413)
+    except ServiceError as exc:
+        return page(text=text or "", error=exc.message, status=exc.status)
+    return page(text=text, result=result)
+
+
+def page(text: str = "", result: dict | None = None, error: str | None = None, status: int = 200):
+    """Return the HTML page, showing a result or an error when there is one."""
+    html = render_template(
+        "index.html",
+        container_id=settings().container_id,
+        max_text_chars=settings().max_text_chars,
+        text=text,
+        result=result,
+        error=error,
+    )
+    return html, status, {"Content-Security-Policy": PAGE_CSP}
+
+
+def _reject_cut_off_body() -> None:
+    # Werkzeug stops reading a chunked body at MAX_CONTENT_LENGTH without complaint and hands
+    # over the first bytes; a body that filled the limit is treated as one that went past it.
+    if request.content_length is None and getattr(request.stream, "is_exhausted", False):
+        raise RequestEntityTooLarge()
+
+
+def _require_json() -> None:
+    if request.mimetype != "application/json":
+        sent = f"Content-Type {request.mimetype} is not supported" if request.mimetype else "No Content-Type"
+        raise UnsupportedMediaTypeError(
+            f"{sent}; send JSON with Content-Type: application/json (or the page's form as {FORM})."
+        )
+    if request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaTypeError("Send JSON encoded as UTF-8 (charset=utf-8, or no charset).")

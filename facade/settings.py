@@ -1,0 +1,106 @@
+"""The facade's configuration, read once at start-up from FACADE_* environment variables."""
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
+
+PREFIX = "FACADE_"
+SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class SettingsError(ValueError):
+    """A FACADE_* variable holds a value the facade cannot start with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the facade; field `x_y` is read from FACADE_X_Y."""
+
+    torchserve_url: str = "http://127.0.0.1:8090"
+    torchserve_management_url: str = "http://127.0.0.1:8091"
+    model_name: str = "sentiment"
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 15.0
+    ready_timeout_s: float = 2.0
+    max_texts: int = 64
+    max_text_chars: int = 10000
+    max_body_bytes: int = 1048576
+    retry_after_s: int = 1
+    container_id: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 5001
+    workers: int = 2
+    threads: int = 16
+    graceful_timeout_s: int = 20
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "Settings":
+        """Return settings from FACADE_* variables; unset or empty ones keep their defaults."""
+        values = {}
+        for field in fields(cls):
+            raw = environ.get(env_name(field.name), "").strip()
+            if raw:
+                values[field.name] = _parsed(field.name, field.type, raw)
+        if "container_id" not in values:
+            port = values.get("port", cls.port)
+            values["container_id"] = default_container_id(port, os.path.exists("/.dockerenv"), socket.gethostname())
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for name in ("torchserve_url", "torchserve_management_url"):
+            _require(_is_http_url(getattr(self, name)), name, self, "an http:// or https:// URL with a host")
+        _require(MODEL_NAME.fullmatch(self.model_name), "model_name", self, "letters, digits, '.', '_', '-'")
+        for name in ("connect_timeout_s", "read_timeout_s", "ready_timeout_s"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value > 0, name, self, "a number of seconds above 0")
+        for name in ("max_texts", "max_text_chars", "max_body_bytes", "workers", "threads"):
+            _require(getattr(self, name) >= 1, name, self, "a whole number of at least 1")
+        for name in ("retry_after_s", "graceful_timeout_s"):
+            _require(getattr(self, name) >= 0, name, self, "a whole number of seconds, 0 or more")
+        _require(1 <= self.port <= 65535, "port", self, "a TCP port from 1 to 65535")
+        _require(self.host, "host", self, "an interface address or host name")
+        _require(SAFE_ID.fullmatch(self.container_id), "container_id", self, "1-128 of A-Z a-z 0-9 . _ : -")
+        _require(self.log_level.lower() in LOG_LEVELS, "log_level", self, "one of " + ", ".join(LOG_LEVELS))
+
+
+def env_name(field_name: str) -> str:
+    """Return the environment variable that sets a field, e.g. FACADE_PORT for port."""
+    return PREFIX + field_name.upper()
+
+
+def default_container_id(port: int, in_docker: bool, hostname: str) -> str:
+    """Return the ID this instance reports when FACADE_CONTAINER_ID is not set."""
+    # Docker sets the hostname to the container's short ID; outside Docker several
+    # instances share one hostname, so the port tells them apart.
+    return hostname if in_docker else f"{hostname}-{port}"
+
+
+def _parsed(name: str, kind: type, raw: str):
+    if kind is str:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{env_name(name)}={raw!r} is invalid: it must be {allowed}") from None
+
+
+def _require(ok, name: str, settings: Settings, allowed: str) -> None:
+    if not ok:
+        value = getattr(settings, name)
+        raise SettingsError(f"{env_name(name)}={value!r} is invalid: it must be {allowed}")
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)

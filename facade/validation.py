@@ -1,0 +1,94 @@
+"""Turn a request body into the texts to classify, or say exactly what the client must change."""
+
+import json
+
+from facade.errors import (
+    ConflictingFieldsError,
+    EmptyTextError,
+    EmptyTextsError,
+    InvalidJsonError,
+    InvalidTextError,
+    InvalidTextTypeError,
+    MissingTextError,
+    TextTooLongError,
+    TooManyTextsError,
+)
+from facade.settings import Settings
+
+EXAMPLE = '{"text": "I like it"} or {"texts": ["I like it", "I do not"]}'
+
+
+def texts_from_json(body: bytes, settings: Settings) -> tuple[list[str], bool]:
+    """Return the texts in a JSON body, and whether the client sent the single "text" form."""
+    payload = _json_object(body)
+    if "text" in payload and "texts" in payload:
+        raise ConflictingFieldsError('Send either "text" or "texts", not both.')
+    if "text" in payload:
+        return [checked_text(payload["text"], '"text"', settings)], True
+    if "texts" in payload:
+        return _checked_texts(payload["texts"], settings), False
+    raise MissingTextError(f'The JSON object has neither "text" nor "texts"; send {EXAMPLE}.')
+
+
+def checked_text(value: object, where: str, settings: Settings) -> str:
+    """Return value if it is a text the model can classify; `where` names it in the error."""
+    if not isinstance(value, str):
+        raise InvalidTextTypeError(f"{where} must be a string, not {_json_type(value)}.")
+    if not value.strip():
+        raise EmptyTextError(f"{where} is empty or only whitespace; send some words to classify.")
+    if len(value) > settings.max_text_chars:
+        raise TextTooLongError(
+            f"{where} has {len(value)} characters, over the limit of {settings.max_text_chars}; "
+            "shorten it or split it into several texts."
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTextError(
+            f"{where} contains an unpaired surrogate (such as \\ud800), which is not text; send valid Unicode."
+        ) from None
+    return value
+
+
+def _checked_texts(value: object, settings: Settings) -> list[str]:
+    if not isinstance(value, list):
+        raise InvalidTextTypeError(f'"texts" must be a list of strings, not {_json_type(value)}.')
+    if not value:
+        raise EmptyTextsError(f'"texts" is an empty list; send 1 to {settings.max_texts} strings.')
+    if len(value) > settings.max_texts:
+        raise TooManyTextsError(
+            f'"texts" has {len(value)} items, over the limit of {settings.max_texts}; '
+            "split them across several requests."
+        )
+    return [checked_text(item, f"texts[{index}]", settings) for index, item in enumerate(value)]
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise InvalidJsonError("The body is not valid UTF-8; send JSON encoded as UTF-8.") from None
+    except RecursionError:
+        raise InvalidJsonError(f"The JSON is nested too deeply; send {EXAMPLE}.") from None
+    except ValueError as exc:
+        raise InvalidJsonError(f"The body is not valid JSON ({exc}); send {EXAMPLE}.") from None
+    if not isinstance(payload, dict):
+        raise InvalidJsonError(f"The JSON body must be an object, not {_json_type(payload)}; send {EXAMPLE}.")
+    return payload
+
+
+def _reject_constant(name: str):
+    # Python's json accepts NaN and Infinity, which are not JSON.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"

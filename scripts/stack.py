@@ -1,0 +1,255 @@
+"""Native launcher: TorchServe, REPLICAS Gunicorn facades and nginx on 127.0.0.1.
+
+Usage: python scripts/stack.py up|down|status|logs
+
+Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
+FACADE_BASE_PORT=5001 (facade i listens on FACADE_BASE_PORT + i), TORCHSERVE_INFERENCE_PORT=8090,
+TORCHSERVE_MANAGEMENT_PORT=8091, TORCHSERVE_METRICS_PORT=8092, RUN_DIR=run, LOG_DIR=logs,
+START_TIMEOUT_S=180. Each server runs as its own process group; `down` stops every process
+of every group it started (launchers, Java, workers, masters) and is safe to run twice.
+"""
+
+import json
+import os
+import shutil
+import socket
+import string
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
+from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
+
+NGINX_DIR = PROJECT_DIR / "nginx"
+MAX_BODY_SIZE = "1m"  # FACADE_MAX_BODY_BYTES' default, 1 MiB
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Ports, replica count and folders of one native stack."""
+
+    http_port: int = 8080
+    replicas: int = 2
+    facade_base_port: int = 5001
+    torchserve: TorchServeSettings = field(default_factory=TorchServeSettings)
+    run_dir: Path = PROJECT_DIR / "run"
+    log_dir: Path = PROJECT_DIR / "logs"
+    start_timeout_s: float = 180.0
+
+    @classmethod
+    def from_env(cls, environ=os.environ):
+        """Return the settings named in the module docstring."""
+
+        def number(name, default, minimum=1):
+            value = environ.get(name) or str(default)
+            if not value.isdigit() or int(value) < minimum:
+                raise SystemExit(f"error: {name} must be a whole number >= {minimum}, got {value!r}")
+            return int(value)
+
+        run_dir = Path(environ.get("RUN_DIR") or PROJECT_DIR / "run").resolve()
+        log_dir = Path(environ.get("LOG_DIR") or PROJECT_DIR / "logs").resolve()
+        return cls(
+            http_port=number("HTTP_PORT", 8080),
+            replicas=number("REPLICAS", 2),
+            facade_base_port=number("FACADE_BASE_PORT", 5001),
+            torchserve=TorchServeSettings(
+                inference_port=number("TORCHSERVE_INFERENCE_PORT", 8090),
+                management_port=number("TORCHSERVE_MANAGEMENT_PORT", 8091),
+                metrics_port=number("TORCHSERVE_METRICS_PORT", 8092),
+                grpc_inference_port=number("TORCHSERVE_GRPC_INFERENCE_PORT", 8093),
+                grpc_management_port=number("TORCHSERVE_GRPC_MANAGEMENT_PORT", 8094),
+                model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
+                run_dir=run_dir,
+                log_dir=log_dir,
+            ),
+            run_dir=run_dir,
+            log_dir=log_dir,
+            start_timeout_s=float(number("START_TIMEOUT_S", 180)),
+        )
+
+    @property
+    def url(self):
+        """Return the public URL (nginx)."""
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    @property
+    def facade_ports(self):
+        """Return the port of each facade replica."""
+        return [self.facade_base_port + index for index in range(self.replicas)]
+
+    @property
+    def state_file(self):
+        """Return the file that records the process groups of a running stack."""
+        return self.run_dir / "stack.json"
+
+
+def facade_env(settings, port, base_env=os.environ):
+    """Return the environment of the facade replica on `port`."""
+    return {
+        **base_env,
+        "FACADE_HOST": "127.0.0.1",
+        "FACADE_PORT": str(port),
+        "FACADE_TORCHSERVE_URL": settings.torchserve.inference_url,
+        "FACADE_TORCHSERVE_MANAGEMENT_URL": settings.torchserve.management_url,
+        # Replicas share one host (which may itself be a container): name each by its port.
+        "FACADE_CONTAINER_ID": base_env.get("FACADE_CONTAINER_ID") or f"{socket.gethostname()}-{port}",
+    }
+
+
+def start_facade(settings, port):
+    """Start one Gunicorn facade on `port`; return the Popen (not yet waited for)."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    return start_group(
+        [str(gunicorn), "-c", str(PROJECT_DIR / "facade" / "gunicorn.conf.py")],
+        env=facade_env(settings, port),
+        log_path=settings.log_dir / f"facade-{port}.log",
+        cwd=PROJECT_DIR,
+    )
+
+
+def render(template_path, values):
+    """Fill the ${NGINX_*} placeholders of a template; nginx's own $variables stay as they are."""
+    return string.Template(template_path.read_text()).safe_substitute(values)
+
+
+def nginx_config(settings):
+    """Write the nginx config of this stack under the run dir; return its path."""
+    nginx_run = settings.run_dir / "nginx"
+    for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (nginx_run / temp).mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # nginx started by root runs its workers as nobody
+            shutil.chown(nginx_run / temp, user="nobody")
+    servers = "\n".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in settings.facade_ports)
+    topology = nginx_run / "topology.conf"
+    topology.write_text(render(NGINX_DIR / "topology.native.conf.template", {"NGINX_FACADE_SERVERS": servers}))
+    config = nginx_run / "nginx.conf"
+    values = {
+        "NGINX_RUN_DIR": str(nginx_run),
+        "NGINX_ERROR_LOG": str(settings.log_dir / "nginx-error.log"),
+        "NGINX_ACCESS_LOG": str(settings.log_dir / "nginx-access.log"),
+        "NGINX_MAX_BODY_SIZE": MAX_BODY_SIZE,
+        "NGINX_MAX_BODY_LABEL": "1 MiB",
+        "NGINX_TOPOLOGY_CONF": str(topology),
+        "NGINX_LISTEN": f"127.0.0.1:{settings.http_port}",
+    }
+    config.write_text(render(NGINX_DIR / "nginx.conf.template", values))
+    return config
+
+
+def nginx_binary():
+    """Return the nginx executable (Debian puts it in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise StartupError("nginx is not installed: run `make install` (or apt-get install nginx-light)")
+    return found
+
+
+def start_nginx(settings):
+    """Start nginx in the foreground of its own process group; return the Popen."""
+    config = nginx_config(settings)
+    # -e: nginx opens its compiled-in error log before reading the config.
+    command = [nginx_binary(), "-c", str(config), "-e", str(settings.log_dir / "nginx-error.log")]
+    return start_group(
+        [*command, "-g", "daemon off;"], env=dict(os.environ), log_path=settings.log_dir / "nginx.log", cwd=PROJECT_DIR
+    )
+
+
+def running_groups(settings):
+    """Return the recorded process groups of a running stack ({name: pgid}), or {}."""
+    try:
+        return json.loads(settings.state_file.read_text())["groups"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def record(settings, groups):
+    """Write the process groups of the stack so `down` can stop them from another process."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_file.write_text(json.dumps({"url": settings.url, "groups": groups}, indent=2))
+
+
+def up(settings):
+    """Start the whole stack, wait until /readyz answers 200 through nginx; return {name: Popen}."""
+    if any(group_members(pgid) for pgid in running_groups(settings).values()):
+        raise StartupError(f"the stack is already running ({settings.state_file}); run `make down` first")
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    processes = {}
+    try:
+        # Facades and nginx start while TorchServe loads the model; /readyz waits for all.
+        for port in settings.facade_ports:
+            processes[f"facade-{port}"] = start_facade(settings, port)
+        processes["nginx"] = nginx = start_nginx(settings)
+        record(settings, {name: process.pid for name, process in processes.items()})
+        processes["torchserve"] = start_torchserve(settings.torchserve, timeout_s=settings.start_timeout_s)
+        record(settings, {name: process.pid for name, process in processes.items()})
+        wait_until(
+            lambda: http_status(f"{settings.url}readyz") == 200,
+            timeout_s=settings.start_timeout_s,
+            what="the service (GET /readyz through nginx)",
+            log_path=settings.log_dir,
+            process=nginx,
+        )
+    except BaseException:
+        down(settings, quiet=True)
+        raise
+    return processes
+
+
+def down(settings, quiet=False):
+    """Stop every process group the stack started (nginx first); safe when nothing runs."""
+    groups = running_groups(settings)
+    order = sorted(groups, key=lambda name: (name != "nginx", name == "torchserve"))
+    leftovers = {}
+    for name in order:
+        stop = stop_torchserve if name == "torchserve" else stop_group
+        if not stop(groups[name]):
+            leftovers[name] = group_members(groups[name])
+    settings.state_file.unlink(missing_ok=True)
+    if not quiet:
+        print("Stopped: " + (", ".join(order) if order else "nothing was running"))
+    if leftovers:
+        raise StartupError(f"processes survived SIGKILL: {leftovers}")
+
+
+def status(settings):
+    """Print each recorded process group and how many live processes it has."""
+    groups = running_groups(settings)
+    if not groups:
+        print("not running")
+    for name, pgid in groups.items():
+        print(f"{name:<16} pgid {pgid:<8} {len(group_members(pgid))} process(es)")
+
+
+def logs(settings):
+    """Print where each component logs, with the last lines of each log."""
+    print(f"Logs are in {settings.log_dir}:")
+    for path in sorted(settings.log_dir.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-5:]
+        print(f"\n== {path} ==")
+        print("\n".join(lines))
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"up": up, "down": down, "status": status, "logs": logs}
+    if len(argv) != 1 or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    settings = StackSettings.from_env()
+    try:
+        commands[argv[0]](settings)
+    except (StartupError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if argv[0] == "up":
+        print(f"The service is up: {settings.url}  (logs: {settings.log_dir}; stop with `make down`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Fixtures for the facade: small limits, a fake predictor, the app and its test client."""
+
+import pytest
+
+from facade import create_app
+from facade.settings import Settings
+
+
+class FakePredictor:
+    """Stands in for TorchServeClient: answers from a script and records what it was asked."""
+
+    def __init__(self):
+        self.ready = True
+        self.error = None
+        self.truncated_indexes = set()
+        self.calls = []
+
+    def classify(self, texts, request_id):
+        """Return POSITIVE for texts with "good" in them, else NEGATIVE; or raise the scripted error."""
+        self.calls.append((list(texts), request_id))
+        if self.error is not None:
+            raise self.error
+        results = []
+        for index, text in enumerate(texts):
+            result = {"label": "POSITIVE", "score": 0.9998} if "good" in text else {"label": "NEGATIVE", "score": 0.75}
+            if index in self.truncated_indexes:
+                result["truncated"] = True
+            results.append(result)
+        return results
+
+    def is_ready(self):
+        """Return the scripted readiness."""
+        return self.ready
+
+
+@pytest.fixture
+def settings():
+    return Settings(max_texts=3, max_text_chars=20, max_body_bytes=2048, retry_after_s=7, container_id="test-box")
+
+
+@pytest.fixture
+def predictor():
+    return FakePredictor()
+
+
+@pytest.fixture
+def app(settings, predictor):
+    return create_app(settings, predictor)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

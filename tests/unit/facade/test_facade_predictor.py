@@ -1,0 +1,242 @@
+"""TorchServeClient against a stand-in TorchServe on a loopback port."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from facade.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.predictor import TorchServeClient
+from facade.settings import Settings
+
+NO_WORKER = {
+    "code": 503,
+    "type": "ServiceUnavailableException",
+    "message": 'Model "sentiment" has no worker to serve inference request. Please use scale workers API.',
+}
+
+
+class StubTorchServe:
+    """Answers each (method, path) as scripted and records every request it receives."""
+
+    def __init__(self):
+        self.answers = {}
+        self.received = []
+
+    def answer(self, method, path, status=200, body=None, delay_s=0.0, hang_up=False):
+        """Script the reply to method and path: a status and JSON (or raw bytes) body."""
+        self.answers[(method, path)] = (status, body, delay_s, hang_up)
+
+    def handler(self):
+        """Return the request handler class bound to this stub."""
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self.reply()
+
+            def do_POST(self):
+                self.reply()
+
+            def reply(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.received.append((self.command, self.path, dict(self.headers), body))
+                status, payload, delay_s, hang_up = stub.answers.get(
+                    (self.command, self.path), (404, {"code": 404, "type": "ModelNotFoundException"}, 0, False)
+                )
+                time.sleep(delay_s)
+                if hang_up:
+                    self.close_connection = True
+                    return
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def stub_server():
+    stub = StubTorchServe()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), stub.handler())
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    stub.url = f"http://127.0.0.1:{server.server_port}"
+    yield stub
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def torchserve(stub_server):
+    stub_server.answers.clear()
+    stub_server.received.clear()
+    return stub_server
+
+
+@pytest.fixture
+def ts_client(torchserve):
+    settings = Settings(
+        torchserve_url=torchserve.url,
+        torchserve_management_url=torchserve.url + "/",
+        read_timeout_s=0.3,
+        ready_timeout_s=0.3,
+    )
+    client = TorchServeClient(settings)
+    yield client
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_classify_posts_texts_and_request_id_and_returns_results_in_order(torchserve, ts_client):
+    results = [{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 1, "truncated": True}]
+    torchserve.answer("POST", "/predictions/sentiment", body={"results": results})
+
+    answer = ts_client.classify(["good", "bad"], "rid-1")
+
+    assert answer == [{"label": "POSITIVE", "score": 0.99}, {"label": "NEGATIVE", "score": 1.0, "truncated": True}]
+    method, path, headers, body = torchserve.received[0]
+    assert (method, path) == ("POST", "/predictions/sentiment")
+    assert headers["X-Request-ID"] == "rid-1"
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"texts": ["good", "bad"]}
+
+
+def test_classify_keeps_only_the_public_fields(torchserve, ts_client):
+    result = {"label": "POSITIVE", "score": 0.5, "truncated": False, "logits": [1, 2], "tokens": 7}
+    torchserve.answer("POST", "/predictions/sentiment", body={"results": [result]})
+
+    assert ts_client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.5}]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, NO_WORKER),
+        (503, b"Service Unavailable"),
+        (404, {"code": 404, "type": "ModelNotFoundException", "message": "Model not found: sentiment"}),
+    ],
+)
+def test_no_worker_full_queue_or_unregistered_model_is_unavailable(torchserve, ts_client, status, body):
+    torchserve.answer("POST", "/predictions/sentiment", status=status, body=body)
+
+    with pytest.raises(UpstreamUnavailableError):
+        ts_client.classify(["good"], "rid")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}),
+        (400, {"error": {"code": "empty_text", "message": "texts[0] is empty"}}),
+        (404, {"error": {"code": "not_found", "message": "handler said so"}}),
+        (500, {"code": 500, "type": "InternalServerException", "message": "Worker died."}),
+        (413, {"code": 413, "type": "RequestEntityTooLarge"}),
+        (302, {}),
+        (200, b"not json"),
+        (200, {"results": "POSITIVE"}),
+        (200, {"results": []}),
+        (200, {"results": [{"label": "POSITIVE", "score": 0.9}] * 2}),
+        (200, {"results": [{"label": "POSITIVE"}]}),
+        (200, {"results": [{"label": "", "score": 0.9}]}),
+        (200, {"results": [{"label": "POSITIVE", "score": 1.5}]}),
+        (200, {"results": [{"label": "POSITIVE", "score": True}]}),
+        (200, {"results": [{"label": "POSITIVE", "score": "0.9"}]}),
+        (200, {"results": [{"label": "POSITIVE", "score": 0.9, "truncated": "yes"}]}),
+        (200, {"results": ["POSITIVE"]}),
+        (200, [{"label": "POSITIVE", "score": 0.9}]),
+    ],
+)
+def test_unexpected_answer_is_a_backend_error(torchserve, ts_client, status, body):
+    torchserve.answer("POST", "/predictions/sentiment", status=status, body=body)
+
+    with pytest.raises(UpstreamError) as caught:
+        ts_client.classify(["good"], "rid-7")
+
+    assert type(caught.value) is UpstreamError
+    assert "rid-7" in caught.value.message
+
+
+def test_nan_score_is_a_backend_error(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment", body=b'{"results": [{"label": "POSITIVE", "score": NaN}]}')
+
+    with pytest.raises(UpstreamError):
+        ts_client.classify(["good"], "rid")
+
+
+def test_slow_torchserve_is_a_timeout(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment", body={"results": []}, delay_s=0.8)
+
+    with pytest.raises(UpstreamTimeoutError):
+        ts_client.classify(["good"], "rid")
+
+
+def test_refused_connection_is_unavailable():
+    client = TorchServeClient(Settings(torchserve_url=f"http://127.0.0.1:{free_port()}"))
+
+    with pytest.raises(UpstreamUnavailableError):
+        client.classify(["good"], "rid")
+    client.close()
+
+
+def test_connection_dropped_after_sending_is_unavailable_and_not_retried(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment", hang_up=True)
+
+    with pytest.raises(UpstreamUnavailableError):
+        ts_client.classify(["good"], "rid")
+
+    assert len(torchserve.received) == 1
+
+
+def test_ready_when_a_worker_is_ready(torchserve, ts_client):
+    workers = [{"id": "9000", "status": "UNLOADING"}, {"id": "9001", "status": "READY"}]
+    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": workers}])
+
+    assert ts_client.is_ready() is True
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, [{"modelName": "sentiment", "workers": [{"id": "9000", "status": "UNLOADING"}]}]),
+        (200, [{"modelName": "sentiment", "workers": []}]),
+        (200, [{"modelName": "sentiment"}]),
+        (200, []),
+        (200, {"workers": [{"status": "READY"}]}),
+        (200, b"READY"),
+        (404, {"code": 404, "type": "ModelNotFoundException"}),
+        (503, [{"modelName": "sentiment", "workers": [{"status": "READY"}]}]),
+    ],
+)
+def test_not_ready_without_a_ready_worker_or_a_clear_answer(torchserve, ts_client, status, body):
+    torchserve.answer("GET", "/models/sentiment", status=status, body=body)
+
+    assert ts_client.is_ready() is False
+
+
+def test_not_ready_when_the_management_api_is_slow(torchserve, ts_client):
+    torchserve.answer("GET", "/models/sentiment", body=[{"workers": [{"status": "READY"}]}], delay_s=0.8)
+
+    assert ts_client.is_ready() is False
+
+
+def test_not_ready_when_the_management_api_refuses_connections():
+    client = TorchServeClient(Settings(torchserve_management_url=f"http://127.0.0.1:{free_port()}"))
+
+    assert client.is_ready() is False
+    client.close()
