@@ -104,9 +104,16 @@ class SentimentHandler(BaseHandler):
                 self.context.set_response_status(request.status, request.message, idx=index)
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
+                self.log_request(index, 0, request.status, len(batch.requests))
             else:
                 responses.append(response_body(request, [next(results) for _ in request.texts]))
+                self.log_request(index, len(request.texts), 200, len(batch.requests))
         return responses
+
+    def log_request(self, index, texts, status, batch_size):
+        """Log one line per request with the caller's X-Request-ID (never the text), for tracing."""
+        request_id = self.context.get_request_header(index, "X-Request-ID")
+        logger.info("request_id=%s texts=%d status=%d batch=%d", request_id or "-", texts, status, batch_size)
 
     def text_results(self, batch):
         """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""

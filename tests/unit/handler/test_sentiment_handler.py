@@ -152,3 +152,13 @@ def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny
     handler.initialize(FakeContext(tiny_model_dir))
     assert connections == []
     assert handler.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, caplog):
+    private_text = "my very private sentence"
+    with caplog.at_level("INFO", logger="sentiment_handler"):
+        handle([{"body": {"text": private_text}}, {"body": {"texts": 5}}], headers={0: {"X-Request-ID": "trace-7"}})
+    lines = [record.getMessage() for record in caplog.records]
+    assert "request_id=trace-7 texts=1 status=200 batch=2" in lines
+    assert "request_id=- texts=0 status=400 batch=2" in lines
+    assert all(private_text not in line for line in lines)
