@@ -6,6 +6,7 @@ Environment (all optional):
   MODEL_REVISION  hub revision    (default 714eb0f, the one transformers' sentiment pipeline pins)
   MODEL_NAME      TorchServe model name and archive name (default sentiment)
   MODEL_STORE     output folder   (default model-store next to this project)
+  PRECISION       fp32, bf16 or int8: overrides model-config.yaml's handler.precision
 
 The archive is written to a private temp dir and moved into place only when complete, so a
 failed build never leaves a half-written .mar. It is rebuilt only when an input changed.
@@ -21,6 +22,10 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from sentiment_config import PRECISIONS
 
 HANDLER_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = HANDLER_DIR.parent
@@ -59,6 +64,7 @@ class BuildSettings:
     model_revision: str
     model_name: str
     model_store: Path
+    precision: str | None = None
 
     @classmethod
     def from_env(cls, environ=os.environ):
@@ -70,6 +76,7 @@ class BuildSettings:
             model_revision=environ.get("MODEL_REVISION") or "714eb0f",
             model_name=environ.get("MODEL_NAME") or "sentiment",
             model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
+            precision=environ.get("PRECISION") or None,
         )
 
     @property
@@ -110,10 +117,23 @@ def model_files(model_dir):
     return files
 
 
+def model_config_text(settings):
+    """Return the model-config.yaml to pack: the project's, with PRECISION applied if given."""
+    text = MODEL_CONFIG.read_text()
+    if settings.precision is None:
+        return text
+    if settings.precision not in PRECISIONS:
+        raise BuildError(f"PRECISION must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    config = yaml.safe_load(text)
+    config.setdefault("handler", {})["precision"] = settings.precision
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def inputs_fingerprint(settings, files):
     """Return a hash of everything that ends up in the archive, to skip needless rebuilds."""
     digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_VERSION}".encode())
-    for path in (HANDLER_FILE, *HANDLER_MODULES, MODEL_CONFIG, *files):
+    digest.update(model_config_text(settings).encode())
+    for path in (HANDLER_FILE, *HANDLER_MODULES, *files):
         digest.update(path.name.encode())
         with path.open("rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -137,13 +157,20 @@ def build_info(settings, fingerprint):
         if settings.model_dir
         else {"model_id": settings.model_id, "revision": settings.model_revision}
     )
-    return {"fingerprint": fingerprint, "model_name": settings.model_name, **source}
+    return {
+        "fingerprint": fingerprint,
+        "model_name": settings.model_name,
+        "precision": yaml.safe_load(model_config_text(settings)).get("handler", {}).get("precision", "fp32"),
+        **source,
+    }
 
 
 def run_archiver(settings, files, info, work_dir):
     """Run torch-model-archiver into `work_dir` and return the archive it wrote."""
     info_file = work_dir / BUILD_INFO
     info_file.write_text(json.dumps(info, indent=2))
+    config_file = work_dir / MODEL_CONFIG.name
+    config_file.write_text(model_config_text(settings))
     extra_files = [*HANDLER_MODULES, info_file, *files]
     command = [
         sys.executable,
@@ -153,7 +180,7 @@ def run_archiver(settings, files, info, work_dir):
         "--version", ARCHIVE_VERSION,
         "--handler", str(HANDLER_FILE),
         "--extra-files", ",".join(str(path) for path in extra_files),
-        "--config-file", str(MODEL_CONFIG),
+        "--config-file", str(config_file),
         "--export-path", str(work_dir),
         # Weights do not compress; storing them makes building and worker start-up faster.
         "--archive-format", "zip-store",

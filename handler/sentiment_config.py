@@ -16,12 +16,17 @@ class HandlerConfigError(ValueError):
     """model-config.yaml or the environment asks for something the handler cannot do."""
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
 @dataclass(frozen=True)
 class HandlerOptions:
     """What the handler reads from model-config.yaml, with defaults filled in."""
 
     threads: int
     max_length: int | None
+    precision: str = "fp32"
+    max_batch_tokens: int = 4096
 
 
 def available_cores():
@@ -53,7 +58,7 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     section = yaml_config.get("handler") or {}
     if not isinstance(section, dict):
         raise HandlerConfigError("the handler: section of model-config.yaml must be a mapping")
-    unknown = set(section) - {"threads", "max_length"}
+    unknown = set(section) - {"threads", "max_length", "precision", "max_batch_tokens"}
     if unknown:
         raise HandlerConfigError(f"unknown handler option(s) in model-config.yaml: {sorted(unknown)}")
     threads = positive_int("handler.threads", section.get("threads", 0))
@@ -62,4 +67,12 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     if threads == 0:
         threads = default_threads(yaml_config, cores or available_cores())
     max_length = positive_int("handler.max_length", section.get("max_length", 0)) or None
-    return HandlerOptions(threads=threads, max_length=max_length)
+    precision = section.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise HandlerConfigError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 4096))
+    if max_batch_tokens == 0:
+        raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
+    return HandlerOptions(
+        threads=threads, max_length=max_length, precision=precision, max_batch_tokens=max_batch_tokens
+    )

@@ -7,15 +7,33 @@ rest of the batch still succeeds.
 """
 
 import logging
+import warnings
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
-from sentiment_requests import Batch, InvalidRequestError, error_body, parse_request, response_body
+from sentiment_requests import (
+    Batch,
+    InvalidRequestError,
+    error_body,
+    length_sorted_chunks,
+    padding_efficiency,
+    parse_request,
+    response_body,
+)
 
 logger = logging.getLogger(__name__)
+
+
+def dynamically_quantized(model):
+    """Return the model with its Linear layers quantized to int8 (weights ahead, activations per call)."""
+    # torch.ao.quantization is deprecated in favour of the separate torchao package but still
+    # ships (and works) in the pinned torch 2.13; the warning would only repeat per worker.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def select_device(gpu_id):
@@ -42,14 +60,20 @@ class SentimentHandler(BaseHandler):
             model_dir, local_files_only=True, dtype=torch.float32
         )
         self.model.to(self.device).eval()
+        self.precision = options.precision
+        if self.precision == "int8":
+            self.model = dynamically_quantized(self.model)
         self.max_length = self.token_limit(options.max_length)
+        self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
         self.initialized = True
         logger.info(
-            "Loaded %s on %s (threads=%d, max_length=%d)",
+            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d)",
             type(self.model).__name__,
             self.device,
+            self.precision,
             torch.get_num_threads(),
             self.max_length,
+            self.max_batch_tokens,
         )
 
     def token_limit(self, configured):
@@ -60,7 +84,7 @@ class SentimentHandler(BaseHandler):
         return min(configured, limit) if configured else limit
 
     def preprocess(self, data):
-        """Decode every request and tokenize all valid texts of the batch in one call."""
+        """Decode every request; tokenize all valid texts in passes of similar length."""
         requests = []
         for row in data:
             try:
@@ -69,31 +93,54 @@ class SentimentHandler(BaseHandler):
                 requests.append(error)
         texts = [text for request in requests if not isinstance(request, Exception) for text in request.texts]
         batch = Batch(requests=requests, texts=texts)
-        if texts:
-            batch.model_inputs = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            batch.truncated = self.truncated_flags(texts, batch.model_inputs["attention_mask"])
-        return batch
-
-    def truncated_flags(self, texts, attention_mask):
-        """Return, per text, whether the tokenizer cut it at the token limit."""
-        lengths = attention_mask.sum(dim=1).tolist()
-        # Only a text that fills the limit exactly can have been cut; re-tokenize just those.
-        return [
-            length == self.max_length
-            and len(self.tokenizer(text, truncation=True, max_length=self.max_length + 1)["input_ids"])
-            > self.max_length
-            for text, length in zip(texts, lengths, strict=True)
+        if not texts:
+            return batch
+        # One token past the limit tells a text that was cut from one that just fits.
+        lengths = [
+            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"]
         ]
+        batch.truncated = [length > self.max_length for length in lengths]
+        lengths = [min(length, self.max_length) for length in lengths]
+        chunks = length_sorted_chunks(lengths, self.max_batch_tokens)
+        batch.chunks = [
+            (
+                chunk,
+                self.tokenizer(
+                    [texts[index] for index in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ),
+            )
+            for chunk in chunks
+        ]
+        logger.debug(
+            "batch of %d texts in %d passes, padding efficiency %.2f",
+            len(texts),
+            len(chunks),
+            padding_efficiency(lengths, chunks),
+        )
+        return batch
 
     def inference(self, batch, *args, **kwargs):
-        """Run one forward pass over every text of the batch."""
-        if batch.model_inputs is not None:
-            model_inputs = {name: tensor.to(self.device) for name, tensor in batch.model_inputs.items()}
-            with torch.inference_mode():
-                batch.logits = self.model(**model_inputs).logits
+        """Run the model over each pass and put the logits back in text order."""
+        if not batch.chunks:
+            return batch
+        outputs = []
+        with torch.inference_mode(), self.precision_context():
+            for _, model_inputs in batch.chunks:
+                model_inputs = {name: tensor.to(self.device) for name, tensor in model_inputs.items()}
+                outputs.append(self.model(**model_inputs).logits)
+        logits = torch.cat(outputs)
+        # Row k of `logits` belongs to text order[k]: scatter the rows back to text order.
+        order = torch.tensor([index for chunk, _ in batch.chunks for index in chunk], device=logits.device)
+        batch.logits = torch.empty_like(logits).index_copy_(0, order, logits)
         return batch
+
+    def precision_context(self):
+        """Return the autocast context of the configured precision (a no-op for fp32 and int8)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def postprocess(self, batch):
         """Return one response body per request, in order, with a 4xx status for bad ones."""

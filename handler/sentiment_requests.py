@@ -6,7 +6,7 @@ request is lives here where unit tests can reach it without a model.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class InvalidRequestError(ValueError):
@@ -37,9 +37,35 @@ class Batch:
 
     requests: list  # a ParsedRequest or an InvalidRequestError per TorchServe request
     texts: list  # every text of the valid requests, flattened in request order
-    model_inputs: dict | None = None  # tokenizer output (tensors)
-    truncated: list | None = None  # per text: was it cut at the token limit
-    logits: object = None  # model output (a tensor)
+    chunks: list = field(default_factory=list)  # (text indexes, tokenizer output) per forward pass
+    truncated: list = field(default_factory=list)  # per text: was it cut at the token limit
+    logits: object = None  # model output (a tensor), rows in `texts` order
+
+
+def length_sorted_chunks(lengths, max_tokens):
+    """Return text indexes grouped into forward passes of similar length.
+
+    Sorting by length before padding means each pass pads to a length close to its
+    texts' own, instead of every text to the longest of the whole batch: attention over
+    padding is wasted work. A pass holds as many texts as fit in `max_tokens` padded
+    tokens (always at least one).
+    """
+    chunks, current = [], []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        # Sorted ascending, so this text is the longest of the pass it joins.
+        if current and (len(current) + 1) * lengths[index] > max_tokens:
+            chunks.append(current)
+            current = []
+        current.append(index)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def padding_efficiency(lengths, chunks):
+    """Return real tokens / tokens processed (padding included) for a set of passes."""
+    processed = sum(len(chunk) * max(lengths[index] for index in chunk) for chunk in chunks)
+    return sum(lengths) / processed if processed else 1.0
 
 
 def request_body(row):

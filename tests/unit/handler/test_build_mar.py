@@ -8,6 +8,7 @@ import time
 import zipfile
 
 import pytest
+import yaml
 from build_mar import BuildError, BuildSettings, build, model_files
 
 from tests.conftest import PROJECT_DIR
@@ -91,3 +92,23 @@ def test_unreachable_hub_fails_within_seconds_naming_model_dir_and_leaves_nothin
     assert "MODEL_DIR" in result.stderr
     assert time.monotonic() - started < 20
     assert not store.exists() or list(store.iterdir()) == []
+
+
+def test_precision_is_written_into_the_archived_model_config(tiny_model_dir, tmp_path):
+    settings = BuildSettings.from_env(
+        {"MODEL_DIR": str(tiny_model_dir), "MODEL_STORE": str(tmp_path), "PRECISION": "int8"}
+    )
+    with zipfile.ZipFile(build(settings)) as mar:
+        config = yaml.safe_load(mar.read("model-config.yaml"))
+        info = json.loads(mar.read("build-info.json"))
+    assert config["handler"]["precision"] == "int8"
+    assert info["precision"] == "int8"
+    assert config["batchSize"] > 1
+
+
+def test_an_unknown_precision_is_refused(tiny_model_dir, tmp_path):
+    settings = BuildSettings.from_env(
+        {"MODEL_DIR": str(tiny_model_dir), "MODEL_STORE": str(tmp_path), "PRECISION": "fp8"}
+    )
+    with pytest.raises(BuildError, match="PRECISION"):
+        build(settings)

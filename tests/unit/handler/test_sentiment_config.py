@@ -42,3 +42,18 @@ def test_max_length_zero_means_the_models_own_limit():
 def test_bad_options_are_refused_naming_the_setting(yaml_config, environ, message):
     with pytest.raises(HandlerConfigError, match=message):
         handler_options(yaml_config, environ=environ, cores=2)
+
+
+def test_precision_and_pass_budget_come_from_the_yaml():
+    options = handler_options({"handler": {"precision": "int8", "max_batch_tokens": 512}}, environ={}, cores=1)
+    assert (options.precision, options.max_batch_tokens) == ("int8", 512)
+    assert handler_options({}, environ={}, cores=1).precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [({"precision": "fp16"}, "handler.precision"), ({"max_batch_tokens": 0}, "max_batch_tokens")],
+)
+def test_unknown_precision_or_empty_pass_budget_is_refused(section, message):
+    with pytest.raises(HandlerConfigError, match=message):
+        handler_options({"handler": section}, environ={}, cores=1)

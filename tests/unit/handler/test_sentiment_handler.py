@@ -162,3 +162,30 @@ def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, c
     assert "request_id=trace-7 texts=1 status=200 batch=2" in lines
     assert "request_id=- texts=0 status=400 batch=2" in lines
     assert all(private_text not in line for line in lines)
+
+
+def test_small_passes_still_answer_every_request_in_order(tiny_model_dir, reference):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"max_batch_tokens": 8}}))
+    texts = [*UNEVEN, "good", LONGER]
+    context = FakeContext(tiny_model_dir)
+    responses = handler.handle([{"body": {"texts": texts[:4]}}, {"body": {"texts": texts[4:]}}], context)
+    flat = [*responses[0]["results"], *responses[1]["results"]]
+    for result, text in zip(flat, texts, strict=True):
+        assert_matches_pipeline(result, reference(text)[0])
+
+
+def test_int8_mode_quantizes_the_linear_layers(tiny_model_dir):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"precision": "int8"}}))
+    assert not any(type(module) is torch.nn.Linear for module in handler.model.modules())
+    responses = handler.handle([{"body": {"text": SHORT}}], FakeContext(tiny_model_dir))
+    assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
+
+
+def test_bf16_mode_stays_close_to_the_pipeline(tiny_model_dir, reference):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"precision": "bf16"}}))
+    responses = handler.handle([{"body": {"texts": UNEVEN}}], FakeContext(tiny_model_dir))
+    for result, text in zip(responses[0]["results"], UNEVEN, strict=True):
+        assert result["score"] == pytest.approx(reference(text)[0]["score"], abs=0.02)
