@@ -49,7 +49,7 @@ fmt: install ## Reformat the code with ruff
 .PHONY: test
 test: install ## Run every test: unit, integration (real TorchServe/Gunicorn/nginx) and docker
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests/unit tests/integration
+	$(BIN)/python -m pytest tests/unit tests/integration tests/docker
 
 .PHONY: test-unit
 test-unit: install ## Run the unit tests only (seconds, no servers)
@@ -80,6 +80,76 @@ status: ## Show the process groups of the native stack
 logs: ## Show where the native stack logs, with the last lines of each log
 	$(BIN)/python scripts/stack.py logs
 
+.PHONY: bench
+bench: install ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
+	@command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	$(BIN)/pip install --quiet --group bench
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
 	$(BIN)/python handler/scale_workers.py $(N)
+
+# ------------------------------------------------------------------------------------------ Docker
+# `docker compose` (v2 plugin) when the client has it, else docker-compose (1.29, Debian's package).
+# Decided once, when a recipe first needs it (after docker-engine may have installed Docker).
+COMPOSE ?= $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi))$(COMPOSE)
+SCALE ?= 2
+DOCKER_WAIT_S ?= 300
+DOCKER_BASE_IMAGES := python:3.11-slim debian:bookworm-slim
+WHEEL_PIP = $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PYTHON) -m pip)
+# Compose resolves a relative bind-mount path against the compose file's dir and takes a bare name
+# for a volume: hand it an absolute MODEL_DIR.
+DOCKER_ENV = MODEL_DIR=$(if $(MODEL_DIR),$(abspath $(MODEL_DIR)),)
+
+.PHONY: docker-engine
+docker-engine: ## Make sure a Docker engine runs (apt-installs docker.io/docker-compose if missing; root)
+	bash scripts/docker-engine.sh
+
+.PHONY: docker-bases
+docker-bases: docker-engine ## Make sure python:3.11-slim and debian:bookworm-slim exist: pulled, else local stand-ins
+	@missing=; \
+	for image in $(DOCKER_BASE_IMAGES); do \
+	    docker image inspect $$image >/dev/null 2>&1 && continue; \
+	    echo "pulling $$image"; \
+	    docker pull --quiet $$image >/dev/null 2>&1 || missing="$$missing $$image"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "no registry answered for$$missing: building local stand-ins (scripts/build-base-images.sh)"; \
+	    bash scripts/build-base-images.sh; \
+	fi
+
+.PHONY: docker-wheels
+docker-wheels: ## Put the CPU torch wheel into wheels/ for offline image builds (from pip's local find-links, or with TORCH_INDEX_URL=)
+	@mkdir -p wheels; \
+	if ls wheels/torch-$(TORCH_VERSION)*.whl >/dev/null 2>&1; then \
+	    echo "wheels/ already holds $$(cd wheels && ls torch-$(TORCH_VERSION)*.whl)"; \
+	elif $(WHEEL_PIP) download --quiet --no-deps --no-index torch==$(TORCH_VERSION) -d wheels >/dev/null 2>&1; then \
+	    echo "wheels/: copied $$(cd wheels && ls torch-$(TORCH_VERSION)*.whl) from pip's local find-links"; \
+	elif [ -z "$(TORCH_INDEX_URL)" ]; then \
+	    $(WHEEL_PIP) download --quiet --no-deps torch==$(TORCH_VERSION) -d wheels; \
+	else \
+	    echo "wheels/: no local torch wheel; the image build installs torch from $(TORCH_INDEX_URL)"; \
+	fi
+
+.PHONY: docker-up
+docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, HTTP_PORT=80, MODEL_DIR)
+	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
+	@nginx="$$($(COMPOSE) ps -q nginx)"; deadline=$$((SECONDS + $(DOCKER_WAIT_S))); \
+	until [ "$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' $$nginx 2>/dev/null)" = healthy ]; do \
+	    if [ $$SECONDS -ge $$deadline ]; then \
+	        $(COMPOSE) ps; $(COMPOSE) logs --tail=40; \
+	        echo "error: the stack was not healthy within $(DOCKER_WAIT_S) s (logs above)" >&2; exit 1; \
+	    fi; \
+	    sleep 1; \
+	done; \
+	$(COMPOSE) ps; \
+	echo "ready: http://127.0.0.1:$${HTTP_PORT:-80}/   (make docker-down to remove it)"
+
+.PHONY: docker-down
+docker-down: ## Remove the stack's containers, networks and volumes (the model store and HF cache too)
+	$(DOCKER_ENV) $(COMPOSE) down -v --remove-orphans
+
+.PHONY: test-docker
+test-docker: install ## Run the Docker tests only (builds the images, starts a private stack on free ports)
+	$(BIN)/python -m pytest tests/docker
