@@ -59,6 +59,14 @@ test-unit: install ## Run the unit tests only (seconds, no servers)
 test-integration: install ## Run the integration tests only (real servers on loopback)
 	$(BIN)/python -m pytest tests/integration
 
+.PHONY: test-browser
+test-browser: install ## Browser test only (headless Debian Chromium); screenshots in test-artifacts/
+	$(BIN)/python -m pytest tests/integration/test_browser.py
+
+.PHONY: smoke
+smoke: install ## Quick smoke load against the running stack: 200 requests, 8 at a time, with a summary
+	$(BIN)/python test_app.py --url http://127.0.0.1:$${HTTP_PORT:-8080}/ --requests 200 --concurrency 8
+
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
 	$(BIN)/python handler/build_mar.py

@@ -5,16 +5,29 @@ Examples:
   python test_app.py                                  # the seed sentences, http://localhost/
   python test_app.py --url http://127.0.0.1:8080/ --text "What a film" --text "Dull"
   python test_app.py --file reviews.txt               # one text per line, sent in batches
+  python test_app.py --json --text "What a film"      # one JSON object per text
+  python test_app.py --requests 200 --concurrency 8   # a quick smoke load, with a summary
 
-Needs only the Python standard library. Exits 1 if any request fails.
+Needs only the Python standard library. Exit status: 0 all classified, 1 a request failed,
+2 bad arguments or unreadable --file, 3 the service could not be reached.
 """
 
 import argparse
+import http.client
+import itertools
 import json
+import math
 import os
+import socket
 import sys
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 SEED_TEXTS = [
     "It is worth it",
@@ -22,14 +35,42 @@ SEED_TEXTS = [
     "The acting was wonderful and the story moved me",
     "I would not recommend it to anyone",
 ]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 class ServiceError(RuntimeError):
-    """The service could not be reached or answered with an error."""
+    """A request failed: the service answered an error, or no usable answer came back."""
+
+    def __init__(self, message, code="error", status=None, container_id=None, request_id=None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.container_id = container_id
+        self.request_id = request_id
+
+
+class Unreachable(ServiceError):
+    """The service could not be reached at all (refused, unknown host, no route): stop."""
+
+    def __init__(self, message):
+        super().__init__(message, code="unreachable")
+
+
+@dataclass
+class Outcome:
+    """What one request for some texts brought back: one result per text, or an error."""
+
+    texts: list
+    results: list = field(default_factory=list)
+    container_id: str = "?"
+    request_id: str = ""
+    error: ServiceError | None = None
+    seconds: float = 0.0
 
 
 def post_json(url, body, timeout_s):
-    """POST `body` as JSON and return the decoded JSON answer, or raise ServiceError."""
+    """POST `body` as JSON; return (decoded JSON answer, response headers), or raise ServiceError."""
     request = urllib.request.Request(  # noqa: S310 (parse_args allows http(s) URLs only)
         url,
         data=json.dumps(body).encode(),
@@ -38,36 +79,88 @@ def post_json(url, body, timeout_s):
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the user's URL)
-            return json.load(response)
+            raw = response.read()
+            headers = response.headers
     except urllib.error.HTTPError as error:
-        raise ServiceError(f"HTTP {error.code}: {error_message(error)}") from error
+        raise http_error(url, error) from error
     except urllib.error.URLError as error:
-        raise ServiceError(f"cannot reach {url}: {error.reason}. Is the service up (`make up`)?") from error
-    except (TimeoutError, OSError) as error:
-        raise ServiceError(f"no answer from {url} within {timeout_s}s ({error})") from error
-    except ValueError as error:
-        raise ServiceError(f"{url} did not answer with JSON") from error
+        raise connection_error(url, error.reason, timeout_s) from error
+    except (TimeoutError, OSError, http.client.HTTPException) as error:
+        raise connection_error(url, error, timeout_s) from error
+    try:
+        return json.loads(raw), headers
+    except ValueError:
+        raise ServiceError(
+            f"{url} answered 200 but not with JSON; is --url the sentiment service?",
+            code="not_json",
+            status=200,
+            request_id=headers.get("X-Request-ID", ""),
+        ) from None
 
 
-def error_message(error):
-    """Return the service's own error message from an HTTP error, if it sent one."""
+def connection_error(url, reason, timeout_s):
+    """Return the error for a request that got no HTTP answer, with what to check."""
+    if isinstance(reason, TimeoutError):
+        return ServiceError(
+            f"no answer from {url} within {timeout_s:g} s; the service may be overloaded or stuck: "
+            "retry, raise --timeout, or check its logs (`make logs`)",
+            code="timeout",
+        )
+    if isinstance(reason, ConnectionRefusedError):
+        return Unreachable(
+            f"cannot connect to {url}: connection refused. Is the service running (`make up`), "
+            "and are the host and port in --url (or SENTIMENT_URL) right?"
+        )
+    if isinstance(reason, socket.gaierror):
+        host = urllib.parse.urlsplit(url).hostname
+        return Unreachable(f"cannot connect to {url}: host {host!r} not found. Check the host name in --url.")
+    if isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected | http.client.HTTPException):
+        return ServiceError(f"{url} closed the connection without an answer ({reason}); retry", code="disconnected")
+    return Unreachable(f"cannot connect to {url}: {reason}. Is the service running, and is --url right?")
+
+
+def http_error(url, error):
+    """Return the error for an HTTP error answer, with the service's own code and message when it sent them."""
+    container_id = error.headers.get("X-Container-ID") if error.headers else None
+    request_id = error.headers.get("X-Request-ID", "") if error.headers else ""
     try:
         detail = json.load(error)["error"]
-        return f"{detail['message']} ({detail['code']})"
-    except (ValueError, KeyError, TypeError):
-        return error.reason
+        code, message = str(detail["code"]), str(detail["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        code = f"http_{error.code}"
+        message = f"{error.reason} (not the service's JSON error; is --url the sentiment service?)"
+    return ServiceError(
+        f"HTTP {error.code} {code}: {message}",
+        code=code,
+        status=error.code,
+        container_id=container_id,
+        request_id=request_id,
+    )
 
 
-def classify_one(url, text, timeout_s):
-    """Return (result, container_id) for one text."""
-    answer = post_json(url, {"text": text}, timeout_s)
-    return answer, answer.get("container_id", "?")
-
-
-def classify_batch(url, texts, timeout_s):
-    """Return ([result, ...], container_id) for a list of texts, in order."""
-    answer = post_json(url, {"texts": texts}, timeout_s)
-    return answer["results"], answer.get("container_id", "?")
+def classify(url, texts, timeout_s, single):
+    """Send texts (as {"text"} when `single`, else {"texts"}) and return an Outcome; never raises."""
+    started = time.perf_counter()
+    outcome = Outcome(texts=list(texts))
+    try:
+        answer, headers = post_json(url, {"text": texts[0]} if single else {"texts": list(texts)}, timeout_s)
+        results = [answer] if single else answer.get("results")
+        if not isinstance(results, list) or len(results) != len(texts):
+            raise ServiceError(f"{url} answered with JSON that is not a classification", code="unexpected_answer")
+        if not all(isinstance(r, dict) and "label" in r and "score" in r for r in results):
+            raise ServiceError(f"{url} answered with a result that lacks a label or a score", code="unexpected_answer")
+        outcome.results = [
+            {"label": r["label"], "score": r["score"], **({"truncated": True} if r.get("truncated") else {})}
+            for r in results
+        ]
+        outcome.container_id = str(answer.get("container_id", "?"))
+        outcome.request_id = headers.get("X-Request-ID", "")
+    except ServiceError as error:
+        outcome.error = error
+        outcome.container_id = error.container_id or "?"
+        outcome.request_id = error.request_id or ""
+    outcome.seconds = time.perf_counter() - started
+    return outcome
 
 
 def result_line(text, result, container_id):
@@ -75,6 +168,63 @@ def result_line(text, result, container_id):
     shown = text if len(text) <= 60 else text[:57] + "..."
     truncated = " (truncated)" if result.get("truncated") else ""
     return f"{result['label']:<8} {result['score']:.4f}  {container_id:<16} {shown}{truncated}"
+
+
+def json_lines(outcome):
+    """Return one JSON object (as a line) per text of an outcome: its result, or the request's error."""
+    lines = []
+    for index, text in enumerate(outcome.texts):
+        if outcome.error is None:
+            item = {"text": text, **outcome.results[index], "container_id": outcome.container_id}
+        else:
+            error = outcome.error
+            item = {"text": text, "error": {"status": error.status, "code": error.code, "message": error.message}}
+            if error.container_id:
+                item["container_id"] = error.container_id
+        if outcome.request_id:
+            item["request_id"] = outcome.request_id
+        lines.append(json.dumps(item, ensure_ascii=False))
+    return lines
+
+
+class Progress:
+    """A text progress bar on stderr, drawn only when stderr is a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, total, unit, stream=None, enabled=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total, self.unit, self.done = max(total, 1), unit, 0
+        self._drawn_at = 0.0
+
+    def advance(self, count):
+        """Count `count` more items done and redraw (at most ten times a second, and at the end)."""
+        self.done += count
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn_at >= 0.1 or self.done >= self.total):
+            self._drawn_at = now
+            self.draw()
+
+    def draw(self):
+        if not self.enabled:
+            return
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        percent = 100 * self.done // self.total
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {self.unit} {percent:3d}%")
+        self.stream.flush()
+
+    def clear(self):
+        """Erase the bar so that a printed line does not run into it."""
+        if self.enabled:
+            self.stream.write("\r" + " " * (self.WIDTH + 40) + "\r")
+            self.stream.flush()
+
+    def finish(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def batches(texts, size):
@@ -89,14 +239,177 @@ def read_lines(path):
         return [line.strip() for line in stream if line.strip()]
 
 
+def run_texts(args, texts, file_texts):
+    """Classify every text once and print a line (or JSON object) per text, in input order."""
+    jobs = [([text], True) for text in texts] + [(chunk, False) for chunk in batches(file_texts, args.batch_size)]
+    progress = Progress(len(file_texts), "texts", enabled=None if file_texts else False)
+    stop = threading.Event()
+
+    def send(job):
+        if stop.is_set():
+            return None
+        outcome = classify(args.url, job[0], args.timeout, job[1])
+        if isinstance(outcome.error, Unreachable):
+            stop.set()
+        return outcome
+
+    # Printed lines and the bar share the screen only when stdout is a terminal too.
+    shared_screen = progress.enabled and sys.stdout.isatty()
+    status = EXIT_OK
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        for (_, single), outcome in zip(jobs, pool.map(send, jobs), strict=True):
+            if outcome is None:  # not sent: the service was already found unreachable
+                continue
+            if shared_screen:
+                progress.clear()
+            status = max(status, report(args, outcome))
+            if not single:  # the bar counts the file's texts
+                progress.advance(len(outcome.texts))
+            if shared_screen:
+                progress.draw()
+    progress.finish()
+    return status
+
+
+def report(args, outcome):
+    """Print one outcome; return the exit status it calls for."""
+    if args.json:
+        for line in json_lines(outcome):
+            print(line, flush=True)
+    elif outcome.error is None:
+        for text, result in zip(outcome.texts, outcome.results, strict=True):
+            print(result_line(text, result, outcome.container_id), flush=True)
+    if outcome.error is None:
+        return EXIT_OK
+    if isinstance(outcome.error, Unreachable):
+        print(f"error: {outcome.error.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    which = repr(outcome.texts[0][:40]) + (f" and {len(outcome.texts) - 1} more" if len(outcome.texts) > 1 else "")
+    print(f"error: {outcome.error.message} (for {which})", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def percentile(sorted_values, fraction):
+    """Return the nearest-rank percentile of already sorted values (0 for none)."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[max(0, math.ceil(fraction * len(sorted_values)) - 1)]
+
+
+def run_load(args, texts):
+    """Send --requests single-text requests, --concurrency at a time, and print a summary."""
+    pool_texts = itertools.cycle(texts)
+    work = [next(pool_texts) for _ in range(args.requests)]
+    progress = Progress(args.requests, "requests")
+    stop = threading.Event()
+    lock = threading.Lock()
+    outcomes = []
+
+    def send(text):
+        if stop.is_set():
+            return
+        outcome = classify(args.url, [text], args.timeout, single=True)
+        if isinstance(outcome.error, Unreachable):
+            stop.set()
+        with lock:
+            outcomes.append(outcome)
+            progress.advance(1)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        list(pool.map(send, work))
+    elapsed = time.perf_counter() - started
+    progress.finish()
+
+    unreachable = [o for o in outcomes if isinstance(o.error, Unreachable)]
+    answered = [o for o in outcomes if not isinstance(o.error, Unreachable)]
+    latencies = sorted(o.seconds * 1000 for o in answered)
+    errors = Counter(o.error.code for o in outcomes if o.error is not None)
+    containers = Counter(o.container_id for o in answered if o.error is None)
+    summary = {
+        "url": args.url,
+        "requests": len(outcomes),
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(answered) / elapsed, 1) if elapsed > 0 else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.50), 1),
+            "p95": round(percentile(latencies, 0.95), 1),
+            "max": round(latencies[-1], 1) if latencies else 0.0,
+        },
+        "errors": sum(errors.values()),
+        "errors_by_code": dict(errors),
+        "container_ids": dict(sorted(containers.items())),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(load_summary(summary))
+    if unreachable:
+        print(f"error: {unreachable[0].error.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def load_summary(summary):
+    """Return the smoke load's summary as a few lines of text."""
+    latency = summary["latency_ms"]
+    errors = ", ".join(f"{code} x{count}" for code, count in summary["errors_by_code"].items())
+    containers = ", ".join(f"{cid} x{count}" for cid, count in summary["container_ids"].items()) or "none"
+    return "\n".join(
+        [
+            f"requests:      {summary['requests']} to {summary['url']}, {summary['concurrency']} at a time, "
+            f"in {summary['seconds']:.2f} s",
+            f"throughput:    {summary['requests_per_s']:.1f} requests/s",
+            f"latency:       p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, max {latency['max']:.1f} ms",
+            f"errors:        {summary['errors']}" + (f" ({errors})" if errors else ""),
+            f"container IDs: {len(summary['container_ids'])} ({containers})",
+        ]
+    )
+
+
+def positive_int(value):
+    """argparse type: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return number
+
+
+def positive_float(value):
+    """argparse type: a number of seconds above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"{value} is not above 0")
+    return number
+
+
 def parse_args(argv):
     """Return the command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 all classified, 1 a request failed, 2 bad arguments, 3 service unreachable.",
+    )
     parser.add_argument("--url", default=os.environ.get("SENTIMENT_URL", "http://localhost/"))
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    parser.add_argument("--file", help="a file with one text per line, sent in batches")
+    parser.add_argument("--file", help="a file with one text per line, sent in batches (progress bar on a terminal)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per request with --file (max 64)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per text (or the load summary)")
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=1, help="requests in flight at once (threads); default 1"
+    )
+    parser.add_argument(
+        "--requests",
+        type=positive_int,
+        help="smoke load: send this many single-text requests (cycling through the texts) and print a summary",
+    )
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://", "https://")):
         parser.error("--url must start with http:// or https://")
@@ -106,32 +419,24 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    """Classify the texts and print one line each; return 1 if anything failed."""
+    """Classify the texts and print one line each (or a load summary); return the exit status."""
     args = parse_args(argv)
-    failures = 0
     texts = list(args.text or [])
     try:
         file_texts = read_lines(args.file) if args.file else []
     except OSError as error:
         print(f"error: cannot read {args.file}: {error.strerror}", file=sys.stderr)
-        return 1
-    for text in texts or ([] if file_texts else SEED_TEXTS):
-        try:
-            result, container_id = classify_one(args.url, text, args.timeout)
-            print(result_line(text, result, container_id))
-        except ServiceError as error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-    for chunk in batches(file_texts, args.batch_size):
-        try:
-            results, container_id = classify_batch(args.url, chunk, args.timeout)
-            for text, result in zip(chunk, results, strict=True):
-                print(result_line(text, result, container_id))
-        except ServiceError as error:
-            failures += 1
-            print(f"error: {error}", file=sys.stderr)
-    return 1 if failures else 0
+        return EXIT_USAGE
+    except UnicodeDecodeError:
+        print(f"error: cannot read {args.file}: it is not UTF-8 text", file=sys.stderr)
+        return EXIT_USAGE
+    if args.requests:
+        return run_load(args, texts + file_texts or SEED_TEXTS)
+    return run_texts(args, texts or ([] if file_texts else SEED_TEXTS), file_texts)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -22,7 +22,12 @@ def create_app(settings=None, predictor=None) -> Flask:
     app.extensions[PREDICTOR_KEY] = predictor or TorchServeClient(settings)
     register_error_handlers(app)
 
+    # Imported here, not at the top: prometheus_client must not be imported by the Gunicorn
+    # master before gunicorn.conf.py has set PROMETHEUS_MULTIPROC_DIR (see facade/metrics.py).
+    from facade.observability import install
     from facade.routes import bp
+
+    install(app)
 
     app.register_blueprint(bp)
     return app

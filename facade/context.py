@@ -8,6 +8,7 @@ from facade.settings import SAFE_ID, Settings
 
 SETTINGS_KEY = "facade.settings"
 PREDICTOR_KEY = "facade.predictor"
+METRICS_KEY = "facade.metrics"
 
 
 def settings() -> Settings:
@@ -18,6 +19,11 @@ def settings() -> Settings:
 def predictor():
     """Return the current app's predictor (a TorchServeClient outside tests)."""
     return current_app.extensions[PREDICTOR_KEY]
+
+
+def metrics():
+    """Return the current app's Metrics."""
+    return current_app.extensions[METRICS_KEY]
 
 
 def request_id() -> str:

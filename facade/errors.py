@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from facade.context import request_id, settings
@@ -109,6 +109,7 @@ def error_codes_by_status() -> dict[int, list[str]]:
 
 def error_response(status: int, code: str, message: str):
     """Return the JSON error response every error path uses."""
+    g.error_code = code  # for the request's log line
     body = {"error": {"code": code, "message": message}, "container_id": settings().container_id}
     return jsonify(body), status
 

@@ -15,6 +15,7 @@ DESCRIPTIONS = {
     504: "TorchServe did not answer within the read timeout.",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}
+PROMETHEUS = {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
 
 
 def openapi_spec(settings: Settings) -> dict:
@@ -39,6 +40,14 @@ def openapi_spec(settings: Settings) -> dict:
         },
         "/openapi.json": {
             "get": _operation("openapi", "This document.", {200: _response(200, "OpenAPI 3.0.", {"type": "object"})})
+        },
+        "/metrics": {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics of this instance (all its workers). Only on the facade's own port: "
+                "nginx does not route it, and a request carrying X-Forwarded-For or X-Real-IP gets 404.",
+                {200: {**_response(200, "Prometheus text format 0.0.4."), "content": PROMETHEUS}, 404: _error(404)},
+            )
         },
     }
     for operations in paths.values():

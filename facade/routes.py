@@ -1,18 +1,34 @@
 """The public routes: classify as JSON or from the page's form, health, readiness, API description."""
 
-from flask import Blueprint, jsonify, render_template, request
-from werkzeug.exceptions import RequestEntityTooLarge
+import secrets
 
-from facade.context import predictor, request_id, settings
+from flask import Blueprint, g, jsonify, render_template, request
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+
+from facade.context import metrics, predictor, request_id, settings
 from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
+from facade.observability import classify as classify_texts
 from facade.openapi import openapi_spec
 from facade.validation import checked_text, texts_from_json
 
 bp = Blueprint("facade", __name__)
 
 FORM = "application/x-www-form-urlencoded"
-# The page loads nothing from anywhere: inline CSS only, and the form posts back here.
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+# nginx sets these on everything it proxies; /metrics is for scrapers on the private side only.
+PROXY_HEADERS = ("X-Forwarded-For", "X-Real-IP")
+
+
+def page_csp(nonce: str) -> str:
+    """Return the page's policy: nothing loads from anywhere; only its own inline script runs and calls back here."""
+    return (
+        "default-src 'none'; "
+        f"script-src 'nonce-{nonce}'; "
+        "style-src 'unsafe-inline'; "
+        "connect-src 'self'; "
+        "form-action 'self'; "
+        "base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
 
 
 @bp.after_app_request
@@ -40,7 +56,7 @@ def classify():
     body = request.get_data(cache=False)
     _reject_cut_off_body()
     texts, single = texts_from_json(body, settings())
-    results = predictor().classify(texts, request_id())
+    results = classify_texts(texts)
     body = results[0] if single else {"results": results}
     return jsonify({**body, "container_id": settings().container_id})
 
@@ -68,6 +84,16 @@ def openapi():
     return jsonify(openapi_spec(settings()))
 
 
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Return the Prometheus metrics of every worker of this instance; 404 when asked through a proxy."""
+    # nginx does not route /metrics at all; refusing proxied requests keeps it private even if it ever did.
+    if any(name in request.headers for name in PROXY_HEADERS):
+        raise NotFound()
+    body, content_type = metrics().exposition()
+    return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}
+
+
 def classified_form():
     """Return the page with the form's text classified, or with what to change about it."""
     text = ""
@@ -76,26 +102,32 @@ def classified_form():
         _reject_cut_off_body()
         if text is None:
             raise MissingTextError("Type a sentence in the box, then press Classify.")
-        result = predictor().classify([checked_text(text, "The text", settings())], request_id())[0]
+        result = classify_texts([checked_text(text, "The text", settings())])[0]
     except RequestEntityTooLarge:
+        g.error_code = "payload_too_large"
         limit = settings().max_body_bytes
         return page(error=f"The text is too long to send (over {limit} bytes); shorten it.", status=413)
     except ServiceError as exc:
+        g.error_code = exc.code
         return page(text=text or "", error=exc.message, status=exc.status)
     return page(text=text, result=result)
 
 
 def page(text: str = "", result: dict | None = None, error: str | None = None, status: int = 200):
     """Return the HTML page, showing a result or an error when there is one."""
+    nonce = secrets.token_urlsafe(18)
     html = render_template(
         "index.html",
         container_id=settings().container_id,
+        request_id=request_id(),
         max_text_chars=settings().max_text_chars,
         text=text,
         result=result,
         error=error,
+        nonce=nonce,
     )
-    return html, status, {"Content-Security-Policy": PAGE_CSP}
+    # A fresh nonce per response: a cached copy would replay it.
+    return html, status, {"Content-Security-Policy": page_csp(nonce), "Cache-Control": "no-store"}
 
 
 def _reject_cut_off_body() -> None:

@@ -38,6 +38,8 @@ class Settings:
     threads: int = 16
     graceful_timeout_s: int = 20
     log_level: str = "info"
+    # Where Gunicorn's workers keep their metric files; empty: a private temporary folder per start.
+    metrics_dir: str = ""
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -67,6 +69,12 @@ class Settings:
         _require(self.host, "host", self, "an interface address or host name")
         _require(SAFE_ID.fullmatch(self.container_id), "container_id", self, "1-128 of A-Z a-z 0-9 . _ : -")
         _require(self.log_level.lower() in LOG_LEVELS, "log_level", self, "one of " + ", ".join(LOG_LEVELS))
+        _require(
+            _is_usable_dir(self.metrics_dir),
+            "metrics_dir",
+            self,
+            "empty, or the absolute path of an existing writable folder",
+        )
 
 
 def env_name(field_name: str) -> str:
@@ -95,6 +103,10 @@ def _require(ok, name: str, settings: Settings, allowed: str) -> None:
     if not ok:
         value = getattr(settings, name)
         raise SettingsError(f"{env_name(name)}={value!r} is invalid: it must be {allowed}")
+
+
+def _is_usable_dir(path: str) -> bool:
+    return not path or (os.path.isabs(path) and os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK))
 
 
 def _is_http_url(url: str) -> bool:

@@ -7,6 +7,16 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -e /usr/include/python3.11/Python.h ] || python3.11 -c 'import venv' 2>/dev/null || missing+=(python3.11-venv)
+# Only the browser test (tests/integration/test_browser.py) needs these: headless Chromium and its
+# WebDriver from Debian's own packages, so no test downloads a browser. WITH_TEST_BROWSER=0 skips
+# them (the test then skips itself). Ubuntu ships Chromium only as a snap, which is not used here.
+if [ "${WITH_TEST_BROWSER:-1}" != 0 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+    if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+        missing+=(chromium chromium-driver)
+    else
+        echo "install-system-deps: no /usr/bin/chromium + /usr/bin/chromedriver; the browser test will be skipped" >&2
+    fi
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

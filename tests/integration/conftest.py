@@ -5,8 +5,10 @@ import socket
 import pytest
 from build_mar import BuildSettings, build
 
-from scripts.processes import group_members
+from scripts.processes import group_members, http_status
+from scripts.stack import StackSettings, down, running_groups, up
 from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
+from tests.conftest import STANDIN_MODEL_DIR
 
 
 def free_port():
@@ -27,6 +29,28 @@ def torchserve_settings(tmp_path):
         model_store=tmp_path / "model-store",
         run_dir=tmp_path / "run",
         log_dir=tmp_path / "logs",
+    )
+
+
+def free_port_pair():
+    """Return a port p such that p and p + 1 are both free on loopback."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and http_status(f"http://127.0.0.1:{port + 1}/", timeout_s=0.2) is None:
+            return port
+    raise RuntimeError("no two consecutive free ports found")
+
+
+def stack_settings(tmp_path):
+    """Return settings for a private native stack (two facades) on free ports under `tmp_path`."""
+    run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
+    return StackSettings(
+        http_port=free_port(),
+        replicas=2,
+        facade_base_port=free_port_pair(),
+        torchserve=torchserve_settings(tmp_path),  # same run, log and store folders
+        run_dir=run_dir,
+        log_dir=log_dir,
     )
 
 
@@ -51,3 +75,28 @@ def running_torchserve(tmp_path_factory):
         stop_torchserve(process.pid)
         process.wait(timeout=10)
         assert group_members(process.pid) == []
+
+
+@pytest.fixture(scope="package")
+def serving_model_dir(tiny_model_dir):
+    """The trained stand-in when ../shared has it (labels mean something), else the tiny model."""
+    return STANDIN_MODEL_DIR if (STANDIN_MODEL_DIR / "config.json").is_file() else tiny_model_dir
+
+
+@pytest.fixture(scope="package")
+def shared_stack(tmp_path_factory, serving_model_dir):
+    """One whole native stack for the modules that only send traffic and read what it left.
+
+    Modules that stop or kill its servers start their own. Counts read from it must be taken
+    as differences: every module using it adds traffic.
+    """
+    settings = stack_settings(tmp_path_factory.mktemp("shared-stack"))
+    build_archive(serving_model_dir, settings.torchserve)
+    processes = up(settings)
+    yield settings
+    groups = running_groups(settings)
+    down(settings, quiet=True)
+    for process in processes.values():
+        process.wait(timeout=10)
+    for pgid in groups.values():
+        assert group_members(pgid) == []

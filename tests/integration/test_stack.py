@@ -9,48 +9,12 @@ import pytest
 import requests
 
 from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import StackSettings, down, running_groups, start_facade, up
-from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
+from scripts.stack import down, running_groups, start_facade, up
+from scripts.torchserve import start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
-from tests.integration.conftest import build_archive, free_port
+from tests.integration.conftest import build_archive, stack_settings
 
 pytestmark = pytest.mark.integration
-
-
-def free_port_pair():
-    """Return a port p such that p and p + 1 are both free on loopback."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65535 and http_status(f"http://127.0.0.1:{port + 1}/", timeout_s=0.2) is None:
-            return port
-    raise RuntimeError("no two consecutive free ports found")
-
-
-def stack_settings(tmp_path):
-    run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
-    return StackSettings(
-        http_port=free_port(),
-        replicas=2,
-        facade_base_port=free_port_pair(),
-        torchserve=TorchServeSettings(
-            inference_port=free_port(),
-            management_port=free_port(),
-            metrics_port=free_port(),
-            grpc_inference_port=free_port(),
-            grpc_management_port=free_port(),
-            model_store=tmp_path / "model-store",
-            run_dir=run_dir,
-            log_dir=log_dir,
-        ),
-        run_dir=run_dir,
-        log_dir=log_dir,
-    )
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_dir):
-    """The trained stand-in when ../shared has it (labels mean something), else the tiny model."""
-    return STANDIN_MODEL_DIR if (STANDIN_MODEL_DIR / "config.json").is_file() else tiny_model_dir
 
 
 # Servers (re)started by tests in this module, reaped when it ends.
@@ -58,9 +22,9 @@ STARTED = []
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, model_dir):
+def stack(tmp_path_factory, serving_model_dir):
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
-    build_archive(model_dir, settings.torchserve)
+    build_archive(serving_model_dir, settings.torchserve)
     STARTED.extend(up(settings).values())
     yield settings
     groups = running_groups(settings)
@@ -172,8 +136,8 @@ def test_health_readiness_and_openapi_are_served(stack):
     assert "/" in spec["paths"]
 
 
-def test_seed_sentences_get_the_right_labels(stack, model_dir):
-    if model_dir != STANDIN_MODEL_DIR:
+def test_seed_sentences_get_the_right_labels(stack, serving_model_dir):
+    if serving_model_dir != STANDIN_MODEL_DIR:
         pytest.skip(f"needs the trained stand-in model at {STANDIN_MODEL_DIR}")
     assert post(stack, {"text": "It is worth it"}).json()["label"] == "POSITIVE"
     assert post(stack, {"text": "It is a waste of time and money"}).json()["label"] == "NEGATIVE"

@@ -18,7 +18,17 @@ def test_page_shows_the_container_id_and_an_accessible_form(client):
     assert '<meta name="viewport"' in html
     assert '<label for="text">' in html
     assert '<textarea id="text" name="text"' in html
-    assert '<form method="post" action="/">' in html
+    assert '<form id="classify-form" method="post" action="/">' in html
+    assert 'aria-live="polite"' in html
+    assert not is_shown(html, "result")
+    assert not is_shown(html, "error")
+
+
+def is_shown(html, section_id):
+    """Return whether the page's section with this id is rendered visible (not hidden)."""
+    tag = re.search(rf'<section id="{section_id}"[^>]*>', html)
+    assert tag, f"no section {section_id}"
+    return not re.search(r"\shidden[\s>]", tag.group(0))
 
 
 def test_page_loads_nothing_from_elsewhere(client):
@@ -29,6 +39,32 @@ def test_page_loads_nothing_from_elsewhere(client):
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 
 
+def test_page_runs_only_its_own_inline_script_under_a_fresh_nonce(client):
+    first, second = client.get("/"), client.get("/")
+    csp = first.headers["Content-Security-Policy"]
+    nonce = re.search(r"script-src 'nonce-([A-Za-z0-9_-]{20,})'", csp).group(1)
+    scripts = re.findall(r"<script[^>]*>", first.get_data(as_text=True))
+
+    assert scripts == [f'<script nonce="{nonce}">']
+    assert "connect-src 'self'" in csp
+    assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in csp
+    assert "form-action 'self'" in csp
+    assert nonce not in second.headers["Content-Security-Policy"]
+    assert first.headers["Cache-Control"] == "no-store"
+
+
+def test_page_script_posts_json_to_the_form_action_and_renders_with_text_content(client):
+    html = client.get("/").get_data(as_text=True)
+    script = html.split("<script", 1)[1]
+
+    assert "fetch(form.action" in script
+    assert '"Content-Type": "application/json"' in script
+    assert "JSON.stringify({ text })" in script
+    assert "innerHTML" not in script
+    assert "body.error.message" in script
+
+
 def test_form_post_shows_label_score_and_container_id(client, predictor):
     response = client.post("/", data={"text": "a good film"})
     html = response.get_data(as_text=True)
@@ -37,7 +73,9 @@ def test_form_post_shows_label_score_and_container_id(client, predictor):
     assert response.mimetype == "text/html"
     assert "POSITIVE" in html
     assert "0.9998" in html
-    assert "Classified by container <code>test-box</code>" in html
+    assert 'Classified by container <code id="result-container">test-box</code>' in html
+    assert is_shown(html, "result")
+    assert not is_shown(html, "error")
     assert "a good film</textarea>" in html
     assert predictor.calls[0][0] == ["a good film"]
 
@@ -51,7 +89,7 @@ def test_form_post_mentions_truncation(client, predictor):
 def test_form_text_is_escaped_not_rendered(client):
     html = client.post("/", data={"text": "<script>x</script>"}).get_data(as_text=True)
 
-    assert "<script>" not in html
+    assert "<script>x" not in html
     assert "&lt;script&gt;" in html
 
 
@@ -72,6 +110,8 @@ def test_invalid_form_post_rerenders_the_page_with_the_error(client, predictor, 
     assert response.status_code == status
     assert response.mimetype == "text/html"
     assert 'role="alert"' in html
+    assert is_shown(html, "error")
+    assert not is_shown(html, "result")
     assert words in html
     assert predictor.calls == []
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,9 +28,10 @@ def test_defaults_match_the_documented_table():
     assert (settings.max_texts, settings.max_text_chars, settings.max_body_bytes) == (64, 10000, 1048576)
     assert (settings.workers, settings.threads, settings.graceful_timeout_s) == (2, 16, 20)
     assert (settings.retry_after_s, settings.log_level) == (1, "info")
+    assert settings.metrics_dir == ""
 
 
-def test_every_variable_is_read_from_the_environment():
+def test_every_variable_is_read_from_the_environment(tmp_path):
     environ = {
         "FACADE_TORCHSERVE_URL": "http://torchserve:8080",
         "FACADE_TORCHSERVE_MANAGEMENT_URL": "https://torchserve:8081/",
@@ -48,6 +50,7 @@ def test_every_variable_is_read_from_the_environment():
         "FACADE_THREADS": "32",
         "FACADE_GRACEFUL_TIMEOUT_S": "5",
         "FACADE_LOG_LEVEL": "DEBUG",
+        "FACADE_METRICS_DIR": str(tmp_path),
     }
 
     assert Settings.from_env(environ) == Settings(
@@ -68,6 +71,7 @@ def test_every_variable_is_read_from_the_environment():
         threads=32,
         graceful_timeout_s=5,
         log_level="DEBUG",
+        metrics_dir=str(tmp_path),
     )
 
 
@@ -104,6 +108,8 @@ def test_settings_are_read_from_os_environ_by_default(monkeypatch):
         ("FACADE_MODEL_NAME", "sentiment/../x", "letters, digits"),
         ("FACADE_CONTAINER_ID", "has space", "A-Z a-z 0-9"),
         ("FACADE_LOG_LEVEL", "verbose", "one of debug, info"),
+        ("FACADE_METRICS_DIR", "relative/dir", "absolute path of an existing writable folder"),
+        ("FACADE_METRICS_DIR", "/no/such/folder", "absolute path of an existing writable folder"),
     ],
 )
 def test_invalid_value_fails_start_up_naming_the_variable_and_what_is_allowed(variable, value, allowed):
@@ -149,7 +155,9 @@ def test_gunicorn_config_takes_every_value_from_the_settings(monkeypatch):
     assert config["timeout"] > 40
     assert (config["graceful_timeout"], config["loglevel"]) == (9, "warning")
     assert config["wsgi_app"] == "facade:create_app()"
-    assert (config["accesslog"], config["errorlog"]) == ("-", "-")
+    assert config["max_requests"] == 0  # a recycled worker would leave metric files behind for good
+    # The app's JSON line per request replaces Gunicorn's access line.
+    assert (config["accesslog"], config["errorlog"]) == (None, "-")
 
 
 def test_gunicorn_config_with_a_bad_variable_exits_with_one_clear_line():
@@ -164,6 +172,81 @@ def test_gunicorn_config_with_a_bad_variable_exits_with_one_clear_line():
     assert done.stderr.strip() == (
         "facade: invalid configuration: FACADE_READ_TIMEOUT_S=-3.0 is invalid: it must be a number of seconds above 0"
     )
+
+
+def test_gunicorn_config_does_not_import_prometheus_client_before_its_workers_start():
+    # prometheus_client picks multiprocess storage at import; the master must not import it first.
+    environ = {"PATH": os.environ.get("PATH", ""), "FACADE_CONTAINER_ID": "box"}
+    code = "import runpy, sys; runpy.run_path('facade/gunicorn.conf.py'); print('prometheus_client' in sys.modules)"
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=30
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_gunicorn_hooks_give_workers_a_fresh_metrics_folder_and_remove_it_on_exit(monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "prometheus_client", raising=False)  # as in a fresh master
+    config = run_gunicorn_config()
+
+    config["on_starting"](None)
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+    assert folder.is_dir()
+    assert folder.name.startswith("facade-metrics-")
+    assert list(folder.iterdir()) == []
+    (folder / "counter_123.db").write_bytes(b"")
+    (folder / "gauge_livesum_123.db").write_bytes(b"")
+    config["child_exit"](None, SimpleNamespace(pid=123))
+    assert sorted(path.name for path in folder.iterdir()) == ["counter_123.db"]  # its counts stay
+    config["on_exit"](None)
+    assert not folder.exists()
+
+
+def test_gunicorn_start_removes_metrics_folders_of_masters_that_are_gone(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delitem(sys.modules, "prometheus_client", raising=False)  # as in a fresh master
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    orphan = tmp_path / f"facade-metrics-{dead_pid}-abc123"
+    live = tmp_path / f"facade-metrics-{os.getpid()}-def456"
+    other = tmp_path / "facade-metrics-notes"
+    for folder in (orphan, live, other):
+        folder.mkdir()
+    config = run_gunicorn_config()
+    # run_path hands back a copy of the config's globals; the hooks read the originals.
+    monkeypatch.setitem(config["on_starting"].__globals__, "SHM", str(tmp_path))
+
+    config["on_starting"](None)
+    mine = Path(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"))
+
+    assert not orphan.exists()
+    assert live.is_dir() and other.is_dir()
+    assert mine.parent == tmp_path
+    assert mine.name.startswith(f"facade-metrics-{os.getpid()}-")
+    config["on_exit"](None)
+    assert not mine.exists()
+
+
+def test_gunicorn_hooks_empty_a_configured_metrics_folder_of_stale_files_only(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("FACADE_METRICS_DIR", str(tmp_path))
+    (tmp_path / "counter_99.db").write_bytes(b"stale")
+    (tmp_path / "histogram_98.db").write_bytes(b"stale")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.delitem(sys.modules, "prometheus_client", raising=False)  # as in a fresh master
+    config = run_gunicorn_config()
+
+    config["on_starting"](None)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.txt"]
+    config["on_exit"](None)
+    assert tmp_path.is_dir()
 
 
 def run_gunicorn_config() -> dict:

@@ -1,0 +1,297 @@
+"""test_app.py against a small local stand-in of the service (http.server on loopback; no network)."""
+
+import io
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import test_app
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Answers like the service: "good" texts are POSITIVE; "boom" gets a 503, "html" a non-JSON 502,
+    "slow" an answer after a second; replicas stand-1 and stand-2 take turns."""
+
+    def do_POST(self):
+        server = self.server
+        with server.lock:
+            server.requests += 1
+            number = server.requests
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            texts = [body["text"]] if "text" in body else body["texts"]
+            server.bodies.append(body)
+            time.sleep(server.delay_s)
+            container = f"stand-{number % 2 + 1}"
+            if "slow" in texts:
+                time.sleep(1.0)
+            if "boom" in texts:
+                self.reply(503, {"error": {"code": "backend_unavailable", "message": "down"}}, container, number)
+            elif "html" in texts:
+                self.reply(502, "<html>bad gateway</html>", container, number)
+            else:
+                results = [self.result(text) for text in texts]
+                answer = results[0] if "text" in body else {"results": results}
+                self.reply(200, {**answer, "container_id": container}, container, number)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+    @staticmethod
+    def result(text):
+        result = {"label": "POSITIVE" if "good" in text else "NEGATIVE", "score": 0.875}
+        return {**result, "truncated": True} if "long" in text else result
+
+    def reply(self, status, body, container, number):
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html" if isinstance(body, str) else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Container-ID", container)
+        self.send_header("X-Request-ID", f"req-{number}")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def service():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    server.daemon_threads = True
+    server.lock = threading.Lock()
+    server.requests = server.in_flight = server.max_in_flight = 0
+    server.delay_s = 0.0
+    server.bodies = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def dead_url():
+    """A loopback URL on a port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+class TerminalStream(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def run(capsys, *argv):
+    status = test_app.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_seed_sentences_print_one_line_each_and_exit_0(service, capsys):
+    status, out, err = run(capsys, "--url", service.url)
+
+    lines = out.splitlines()
+    assert status == 0
+    assert err == ""
+    assert len(lines) == len(test_app.SEED_TEXTS)
+    assert lines[0].split()[:3] == ["NEGATIVE", "0.8750", "stand-2"]
+    assert lines[0].endswith(test_app.SEED_TEXTS[0])
+    assert service.bodies == [{"text": text} for text in test_app.SEED_TEXTS]
+
+
+def test_json_prints_one_object_per_text_with_result_ids_and_text(service, capsys):
+    status, out, _ = run(capsys, "--url", service.url, "--json", "--text", "good film", "--text", "a long dull one")
+
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert status == 0
+    assert first == {
+        "text": "good film",
+        "label": "POSITIVE",
+        "score": 0.875,
+        "container_id": "stand-2",
+        "request_id": "req-1",
+    }
+    assert second["truncated"] is True
+    assert second["request_id"] == "req-2"
+
+
+def test_json_reports_a_failed_text_as_an_error_object_and_exits_1(service, capsys):
+    status, out, err = run(capsys, "--url", service.url, "--json", "--text", "good", "--text", "boom")
+
+    ok, failed = (json.loads(line) for line in out.splitlines())
+    assert status == 1
+    assert ok["label"] == "POSITIVE"
+    assert failed["text"] == "boom"
+    assert failed["error"] == {
+        "status": 503,
+        "code": "backend_unavailable",
+        "message": "HTTP 503 backend_unavailable: down",
+    }
+    assert failed["request_id"] == "req-2"
+    assert "backend_unavailable" in err
+
+
+def test_an_answer_that_is_not_the_services_json_is_named_as_such(service, capsys):
+    status, _, err = run(capsys, "--url", service.url, "--text", "html")
+
+    assert status == 1
+    assert "HTTP 502" in err
+    assert "is --url the sentiment service?" in err
+
+
+def test_no_answer_in_time_says_what_to_do(service, capsys):
+    status, _, err = run(capsys, "--url", service.url, "--text", "slow", "--timeout", "0.2")
+
+    assert status == 1
+    assert f"no answer from {service.url} within 0.2 s" in err
+    assert "--timeout" in err
+
+
+def test_file_texts_go_in_batches_in_order_without_a_bar_when_stderr_is_not_a_terminal(service, capsys, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("good one\n\nbad two\ngood three\nbad four\ngood five\n", encoding="utf-8")
+
+    status, out, err = run(capsys, "--url", service.url, "--file", str(reviews), "--batch-size", "2")
+
+    assert status == 0
+    assert err == ""
+    assert [line.split()[-2] + " " + line.split()[-1] for line in out.splitlines()] == [
+        "good one",
+        "bad two",
+        "good three",
+        "bad four",
+        "good five",
+    ]
+    assert [len(body["texts"]) for body in service.bodies] == [2, 2, 1]
+
+
+def test_file_progress_bar_is_drawn_on_a_terminal(service, capsys, tmp_path, monkeypatch):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("".join(f"text {n}\n" for n in range(10)), encoding="utf-8")
+    terminal = TerminalStream()
+    monkeypatch.setattr("sys.stderr", terminal)
+
+    status = test_app.main(["--url", service.url, "--file", str(reviews), "--batch-size", "3"])
+
+    assert status == 0
+    drawn = terminal.getvalue()
+    assert "\r[" in drawn
+    assert "10/10 texts 100%" in drawn
+    assert drawn.endswith("\n")
+    assert len(capsys.readouterr().out.splitlines()) == 10
+
+
+def test_concurrency_keeps_output_in_input_order(service, capsys):
+    service.delay_s = 0.05
+    texts = [f"good {n}" for n in range(8)]
+
+    status, out, _ = run(capsys, "--url", service.url, "--concurrency", "4", *[f"--text={t}" for t in texts])
+
+    assert status == 0
+    assert [line.split(None, 3)[3] for line in out.splitlines()] == texts
+    assert service.max_in_flight > 1
+
+
+def test_smoke_load_sends_the_requests_concurrently_and_summarises(service, capsys):
+    service.delay_s = 0.02
+
+    status, out, _ = run(capsys, "--url", service.url, "--requests", "12", "--concurrency", "4")
+
+    assert status == 0
+    assert service.requests == 12
+    assert service.max_in_flight > 1
+    assert "requests:      12 to " in out
+    assert "4 at a time" in out
+    assert "requests/s" in out
+    assert "p50" in out and "p95" in out
+    assert "errors:        0" in out
+    assert "container IDs: 2 (stand-1 x6, stand-2 x6)" in out
+
+
+def test_smoke_load_as_json_counts_errors_by_code(service, capsys):
+    status, out, _ = run(
+        capsys,
+        "--url",
+        service.url,
+        "--json",
+        "--requests",
+        "6",
+        "--concurrency",
+        "2",
+        "--text",
+        "good",
+        "--text",
+        "boom",
+    )
+
+    summary = json.loads(out)
+    assert status == 1
+    assert (summary["requests"], summary["concurrency"], summary["errors"]) == (6, 2, 3)
+    assert summary["errors_by_code"] == {"backend_unavailable": 3}
+    assert sum(summary["container_ids"].values()) == 3
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["max"]
+    assert summary["requests_per_s"] > 0
+
+
+def test_connection_refused_is_one_clear_line_and_exit_3(dead_url, capsys):
+    status, out, err = run(capsys, "--url", dead_url, "--text", "a", "--text", "b", "--text", "c")
+
+    assert status == 3
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: cannot connect to {dead_url}: connection refused.")
+    assert "make up" in err
+    assert "--url" in err
+
+
+def test_connection_refused_in_json_mode_is_also_machine_readable(dead_url, capsys):
+    status, out, _ = run(capsys, "--url", dead_url, "--json", "--text", "a")
+
+    assert status == 3
+    assert json.loads(out)["error"]["code"] == "unreachable"
+
+
+def test_smoke_load_against_nothing_stops_early_with_exit_3(dead_url, capsys):
+    status, out, err = run(capsys, "--url", dead_url, "--requests", "500", "--concurrency", "2")
+
+    assert status == 3
+    assert "connection refused" in err
+    assert int(out.split()[1]) < 500  # it stopped sending
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--concurrency", "0"],
+        ["--requests", "-1"],
+        ["--timeout", "0"],
+        ["--timeout", "soon"],
+        ["--batch-size", "65"],
+        ["--url", "localhost:8080"],
+    ],
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        test_app.main(argv)
+
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_unreadable_file_exits_2(tmp_path, capsys):
+    status, _, err = run(capsys, "--file", str(tmp_path / "missing.txt"))
+
+    assert status == 2
+    assert "cannot read" in err
