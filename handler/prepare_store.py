@@ -62,6 +62,11 @@ def main(environ=os.environ):
         prepare(source, BuildSettings.from_env(environ))
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print(
+            f"In Docker: MODEL_DIR=/path/to/model docker compose up (mounted at {source}), "
+            "or put a prebuilt sentiment.mar into ./model-store (`make mar MODEL_DIR=...`).",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

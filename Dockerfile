@@ -1,0 +1,194 @@
+# The sentiment service's three images, one named target each:
+#
+#   docker build --target nginx      -t sentiment-nginx      .
+#   docker build --target facade     -t sentiment-facade     .
+#   docker build --target torchserve -t sentiment-torchserve .
+#
+# docker-compose.yml builds all three (`docker compose up --build`). Works with BuildKit and with
+# the legacy builder (Compose 1.29); no `# syntax=` line, so BuildKit never pulls a frontend image.
+# The legacy builder builds every stage before the target, so the cheap stages come first.
+#
+# Every image runs as its own non-root user (UID/GID 10001), listens only on ports >= 1024 and has
+# a HEALTHCHECK. Base images: python:3.11-slim and debian:bookworm-slim, from a registry or, on an
+# air-gapped host, the local stand-ins made by scripts/build-base-images.sh.
+
+# ----------------------------------------------------------------------------------------- nginx
+# Debian's nginx (1.22) on debian:bookworm-slim. The entrypoint renders nginx/nginx.conf.template
+# into /tmp/nginx and execs nginx as PID 1; logs go to the container's stdout/stderr.
+FROM debian:bookworm-slim AS nginx
+
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends nginx-light gettext-base; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log; \
+    # The image's own site and default config are not used; keep nothing that listens on :80.
+    rm -f /etc/nginx/sites-enabled/default; \
+    # nginx opens its compiled-in log paths in a few places before reading our config.
+    ln -sf /dev/stdout /var/log/nginx/access.log; \
+    ln -sf /dev/stderr /var/log/nginx/error.log; \
+    groupadd --gid 10001 nginx; \
+    useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
+
+COPY nginx/nginx.conf.template nginx/topology.docker.conf /etc/sentiment-nginx/
+COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
+
+# The ${NGINX_*} values the entrypoint substitutes into the template (and nothing else).
+ENV NGINX_RUN_DIR=/tmp/nginx \
+    NGINX_ERROR_LOG=stderr \
+    NGINX_ACCESS_LOG=/dev/stdout \
+    NGINX_MAX_BODY_SIZE=1m \
+    NGINX_MAX_BODY_LABEL="1 MiB" \
+    NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
+    NGINX_LISTEN=8080
+
+USER 10001:10001
+EXPOSE 8080
+# SIGQUIT is nginx's graceful shutdown: in-flight requests finish, idle connections close.
+STOPSIGNAL SIGQUIT
+# No curl in the image: bash's /dev/tcp sends GET /healthz through nginx to a facade.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 3 status <&3 && [[ $status == HTTP/1.?' 200 '* ]]"]
+ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
+
+# ---------------------------------------------------------------------------------- facade build
+# Only the facade's dependency group (Flask, Gunicorn, requests): the facade never imports torch.
+FROM python:3.11-slim AS facade-build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /tmp/project
+COPY pyproject.toml ./
+RUN set -eux; \
+    python -m venv /opt/venv; \
+    /opt/venv/bin/pip install --quiet "pip>=25.1"; \
+    /opt/venv/bin/pip install --quiet --group facade; \
+    # No installer in the final image.
+    /opt/venv/bin/pip uninstall --quiet --yes pip
+
+# ---------------------------------------------------------------------------------------- facade
+# Gunicorn is PID 1: it turns SIGTERM into a graceful stop (FACADE_GRACEFUL_TIMEOUT_S) and reaps
+# its own workers.
+FROM python:3.11-slim AS facade
+
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+COPY --from=facade-build /opt/venv /opt/venv
+COPY facade/ /opt/sentiment/facade/
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FACADE_HOST=0.0.0.0 \
+    FACADE_PORT=5000 \
+    FACADE_TORCHSERVE_URL=http://torchserve:8090 \
+    FACADE_TORCHSERVE_MANAGEMENT_URL=http://torchserve:8091
+
+WORKDIR /opt/sentiment
+USER 10001:10001
+EXPOSE 5000
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=2).status != 200)"]
+CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
+
+# ------------------------------------------------------------------------------ torchserve build
+# The handler's dependency group plus CPU-only torch, in a venv that the final stage copies.
+FROM python:3.11-slim AS torchserve-build
+
+# torch comes from the PyTorch CPU wheel index, or, when the build context's wheels/ holds a torch
+# wheel (`make docker-wheels`), from there without any index: the offline path. Plain PyPI is
+# never used for torch: it would bring the multi-GB CUDA build.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /tmp/project
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --quiet "pip>=25.1"
+
+COPY wheels/ /tmp/wheels/
+RUN set -eux; \
+    pip=/opt/venv/bin/pip; \
+    if ls /tmp/wheels/torch-"$TORCH_VERSION"*.whl >/dev/null 2>&1; then \
+        echo "torch: from the build context's wheels/ (offline)"; \
+        "$pip" install --quiet --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
+        # torch's own pure-Python dependencies (sympy, networkx, ...) from the package index;
+        # torch itself is already satisfied and stays as it is.
+        "$pip" install --quiet --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
+    elif [ -n "$TORCH_INDEX_URL" ]; then \
+        echo "torch: from $TORCH_INDEX_URL"; \
+        "$pip" install --quiet --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
+    else \
+        echo "error: TORCH_INDEX_URL is empty and wheels/ holds no torch-$TORCH_VERSION wheel;" \
+             "run 'make docker-wheels' or set TORCH_INDEX_URL to a CPU wheel index" >&2; \
+        exit 1; \
+    fi; \
+    /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
+    if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi
+
+COPY pyproject.toml ./
+RUN set -eux; \
+    /opt/venv/bin/pip install --quiet --group handler; \
+    /opt/venv/bin/pip uninstall --quiet --yes pip; \
+    site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+    # What inference never uses: C++ headers and test binaries/libraries shipped in the torch wheel.
+    rm -rf "$site"/torch/include "$site"/torch/test "$site"/torch/lib/libtorchbind_test.so \
+           "$site"/torch/lib/libaoti_custom_ops.so "$site"/torch/bin/protoc* ; \
+    find "$site"/torch/bin -maxdepth 1 -type f ! -name torch_shm_manager -delete; \
+    /opt/venv/bin/python -c "import torch, transformers, ts, model_archiver; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+# ------------------------------------------------------------------------------------ torchserve
+# TorchServe (Java 17 frontend + Python workers) serving model-store/sentiment.mar. The same image
+# runs the one-shot `model` service (handler/prepare_store.py) that fills the model store volume.
+FROM python:3.11-slim AS torchserve
+
+RUN set -eux; \
+    apt-get update; \
+    # The JRE's postinst expects this dir, which slim images leave out.
+    mkdir -p /usr/share/man/man1; \
+    # procps: TorchServe's frontend runs `kill` (a binary, not a shell builtin) to stop a worker
+    # when workers are scaled down; without it the scale-down answers 500.
+    apt-get install -y --no-install-recommends openjdk-17-jre-headless tini procps; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log; \
+    groupadd --gid 10001 model-server; \
+    useradd --uid 10001 --gid 10001 --create-home --home-dir /home/model-server --shell /usr/sbin/nologin model-server; \
+    # Only what TorchServe and the model builder write belongs to the user: the model store
+    # (a volume), the Hugging Face cache (a volume), logs and temp files.
+    install -d -o 10001 -g 10001 -m 0750 /home/model-server/model-store /home/model-server/logs \
+        /home/model-server/tmp /home/model-server/.cache /home/model-server/.cache/huggingface
+
+COPY --from=torchserve-build /opt/venv /opt/venv
+COPY config.properties /opt/sentiment/config.properties
+COPY handler/ /opt/sentiment/handler/
+
+# TorchServe reads every config.properties key from TS_<KEY> (enable_envvars_config=true): inside
+# the container the REST APIs listen on all interfaces of the private network; gRPC (unused,
+# cannot be switched off) stays on loopback as configured.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TS_INFERENCE_ADDRESS=http://0.0.0.0:8090 \
+    TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8091 \
+    TS_METRICS_ADDRESS=http://0.0.0.0:8092 \
+    TS_GRPC_INFERENCE_ADDRESS=127.0.0.1 \
+    TS_GRPC_MANAGEMENT_ADDRESS=127.0.0.1 \
+    LOG_LOCATION=/home/model-server/logs \
+    METRICS_LOCATION=/home/model-server/logs \
+    TEMP=/home/model-server/tmp \
+    TMPDIR=/home/model-server/tmp \
+    HF_HOME=/home/model-server/.cache/huggingface \
+    MODEL_STORE=/home/model-server/model-store \
+    TORCHSERVE_MANAGEMENT_URL=http://127.0.0.1:8091
+
+WORKDIR /home/model-server
+USER 10001:10001
+EXPOSE 8090 8091 8092
+# Healthy = the model has a READY worker (loading it takes a while on a cold start).
+HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "/opt/sentiment/handler/healthcheck.py"]
+# tini -g: PID 1 forwards SIGTERM to the whole process group (TorchServe's Python launcher, which
+# does not forward signals itself, the Java frontend and its Python workers) and reaps zombies.
+# -e 143: a stop by SIGTERM is a clean exit (status 0), not an error.
+ENTRYPOINT ["tini", "-g", "-e", "143", "--"]
+CMD ["torchserve", "--start", "--foreground", "--ncs", \
+     "--ts-config", "/opt/sentiment/config.properties", \
+     "--model-store", "/home/model-server/model-store"]

@@ -1,0 +1,193 @@
+"""A private Compose stack for the Docker tests: own project name, free loopback ports, torn down.
+
+The module-scoped `stack` fixture makes sure an engine runs (scripts/docker-engine.sh), the base
+images exist (scripts/build-base-images.sh builds local stand-ins when they are missing), the local
+CPU torch wheel is in wheels/ (`make docker-wheels`), builds the images, starts the stack from the
+trained stand-in model in ../shared, measures a cold start, and always removes everything with the
+project's label at the end.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import PROJECT_DIR
+
+BASE_IMAGES = {"sentiment-torchserve": "python:3.11-slim", "sentiment-facade": "python:3.11-slim"}
+IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
+NGINX_BASE = "debian:bookworm-slim"
+START_TIMEOUT_S = 300
+BUILD_TIMEOUT_S = 1500
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(command, *, timeout=120, check=True, env=None):
+    """Run a command from the project root; return the CompletedProcess (text), fail readably."""
+    result = subprocess.run(
+        command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"--- stdout (tail)\n{result.stdout[-4000:]}\n--- stderr (tail)\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def compose_command():
+    """`docker compose` when the client has the v2 plugin, else docker-compose (as the Makefile)."""
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return ["docker", "compose"] if probe.returncode == 0 else ["docker-compose"]
+
+
+def image_size(image):
+    """Return the image's size in bytes."""
+    return int(run(["docker", "image", "inspect", "-f", "{{.Size}}", image]).stdout)
+
+
+@dataclass
+class Stack:
+    """One running Compose project and what was measured while bringing it up."""
+
+    project: str
+    http_port: int
+    management_port: int
+    env: dict
+    compose: list
+    measurements: dict = field(default_factory=dict)
+
+    @property
+    def url(self):
+        """Return nginx's public URL."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def management_url(self):
+        """Return TorchServe's management API as published on the host."""
+        return f"http://127.0.0.1:{self.management_port}"
+
+    def compose_run(self, *args, timeout=300, check=True):
+        """Run a compose command for this project."""
+        return run([*self.compose, "-p", self.project, *args], timeout=timeout, check=check, env=self.env)
+
+    def container_ids(self, service):
+        """Return the full IDs of the service's running containers."""
+        out = self.compose_run("ps", "-q", service).stdout.split()
+        return [cid for cid in out if self.inspect(cid)["State"]["Running"]]
+
+    def inspect(self, container):
+        """Return `docker inspect` of one container."""
+        return json.loads(run(["docker", "inspect", container]).stdout)[0]
+
+    def labelled(self, kind):
+        """Return the names/IDs of containers, networks or volumes that carry this project's label."""
+        label = f"label=com.docker.compose.project={self.project}"
+        if kind == "container":
+            command = ["docker", "ps", "-a", "-q", "--filter", label]
+        else:
+            command = ["docker", kind, "ls", "-q", "--filter", label]
+        return run(command).stdout.split()
+
+    def wait_ready(self, timeout_s=START_TIMEOUT_S):
+        """Wait until GET /readyz through nginx answers 200; return the seconds it took."""
+        start = time.monotonic()
+        last = None
+        while time.monotonic() - start < timeout_s:
+            try:
+                response = requests.get(f"{self.url}/readyz", timeout=2)
+                if response.status_code == 200:
+                    return time.monotonic() - start
+                last = f"{response.status_code} {response.text[:200]}"
+            except requests.RequestException as exc:
+                last = repr(exc)
+            time.sleep(0.25)
+        logs = self.compose_run("logs", "--tail=30", check=False).stdout
+        pytest.fail(f"{self.url}/readyz not 200 within {timeout_s}s (last: {last})\n{logs[-6000:]}")
+
+    def wait_healthy(self, services=("torchserve", "app", "nginx"), timeout_s=START_TIMEOUT_S):
+        """Wait until Docker reports every container of `services` healthy."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = {
+                cid[:12]: self.inspect(cid)["State"].get("Health", {}).get("Status")
+                for service in services
+                for cid in self.container_ids(service)
+            }
+            if states and set(states.values()) == {"healthy"}:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"not all healthy within {timeout_s}s: {states}")
+            time.sleep(0.5)
+
+
+def ensure_engine():
+    """Start (and if needed install) the Docker engine, or skip when this user cannot."""
+    if os.geteuid() != 0 and not shutil.which("docker"):
+        pytest.skip("needs Docker: run as root (scripts/docker-engine.sh installs and starts it) or install it")
+    result = subprocess.run(
+        ["bash", "scripts/docker-engine.sh"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600, check=False
+    )
+    if result.returncode != 0:
+        if os.geteuid() != 0:
+            pytest.skip(f"no Docker engine answers and starting one needs root: {result.stderr.strip()[-300:]}")
+        pytest.fail(f"scripts/docker-engine.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stack(standin_model_dir):
+    """Build the images, start `up --build --scale app=3` in a private project; remove it afterwards."""
+    ensure_engine()
+    run(["bash", "scripts/build-base-images.sh"], timeout=900)
+    run(["make", "--no-print-directory", "docker-wheels"], timeout=900)
+
+    project = f"sentiment-test-{uuid.uuid4().hex[:8]}"
+    http_port, management_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "HTTP_PORT": str(http_port),
+        "HTTP_BIND": "127.0.0.1",
+        "TORCHSERVE_MANAGEMENT_PORT": str(management_port),
+        "MODEL_DIR": str(Path(standin_model_dir).resolve()),
+    }
+    for name in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "DOCKER_HOST"):
+        env.pop(name, None)
+    stack = Stack(project, http_port, management_port, env, compose_command())
+    try:
+        start = time.monotonic()
+        stack.compose_run("build", timeout=BUILD_TIMEOUT_S)
+        stack.measurements["build_s"] = time.monotonic() - start
+
+        start = time.monotonic()
+        stack.compose_run("up", "-d", "--build", "--scale", "app=3", timeout=START_TIMEOUT_S)
+        stack.wait_ready()
+        stack.wait_healthy()
+        stack.measurements["up_build_s"] = time.monotonic() - start
+
+        # Cold start once the images exist: no containers, no model store, fresh volumes.
+        stack.compose_run("down", "-v", "--remove-orphans")
+        start = time.monotonic()
+        stack.compose_run("up", "-d", "--scale", "app=3", timeout=START_TIMEOUT_S)
+        stack.wait_ready()
+        stack.measurements["cold_up_s"] = time.monotonic() - start
+        stack.wait_healthy()
+        stack.measurements["cold_up_healthy_s"] = time.monotonic() - start
+        yield stack
+    finally:
+        stack.compose_run("down", "-v", "--remove-orphans", "--timeout", "30", check=False)
+        left = {kind: stack.labelled(kind) for kind in ("container", "network", "volume")}
+        assert left == {"container": [], "network": [], "volume": []}, f"{project} left behind {left}"
