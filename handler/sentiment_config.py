@@ -26,7 +26,7 @@ class HandlerOptions:
     threads: int
     max_length: int | None
     precision: str = "fp32"
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = 1024
 
 
 def available_cores():
@@ -70,7 +70,7 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     precision = section.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise HandlerConfigError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 4096))
+    max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 1024))
     if max_batch_tokens == 0:
         raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
     return HandlerOptions(
