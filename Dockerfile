@@ -9,8 +9,12 @@
 # The legacy builder builds every stage before the target, so the cheap stages come first.
 #
 # Every image runs as its own non-root user (UID/GID 10001), listens only on ports >= 1024 and has
-# a HEALTHCHECK. Base images: python:3.11-slim and debian:bookworm-slim, from a registry or, on an
-# air-gapped host, the local stand-ins made by scripts/build-base-images.sh.
+# a HEALTHCHECK. Python packages come only from the lock files (facade/requirements.lock,
+# handler/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
+# from pyproject.toml), except the CPU torch wheel, pinned by version (see the torchserve build).
+# docker-compose.yml adds read-only root filesystems, memory limits and no capabilities.
+# Base images: python:3.11-slim and debian:bookworm-slim, from a registry or, on an air-gapped
+# host, the local stand-ins made by scripts/build-base-images.sh.
 
 # ----------------------------------------------------------------------------------------- nginx
 # Debian's nginx (1.22) on debian:bookworm-slim. The entrypoint renders nginx/nginx.conf.template
@@ -32,14 +36,21 @@ RUN set -eux; \
 COPY nginx/nginx.conf.template nginx/topology.docker.conf /etc/sentiment-nginx/
 COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 
-# The ${NGINX_*} values the entrypoint substitutes into the template (and nothing else).
+# The entrypoint substitutes every NGINX_* variable into the template (and nothing else), and
+# refuses to start when a placeholder of the template has no value: each ${NGINX_X} placeholder
+# needs its default here (tests/unit/test_docker_files.py checks that). The tunables are the ones
+# the native launcher reads (scripts/stack.py), with the same defaults.
 ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \
     NGINX_MAX_BODY_SIZE=1m \
     NGINX_MAX_BODY_LABEL="1 MiB" \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
-    NGINX_LISTEN=8080
+    NGINX_LISTEN=8080 \
+    NGINX_CLIENT_TIMEOUT=10s \
+    NGINX_LIMIT_REQ=off \
+    NGINX_LIMIT_REQ_RATE=10r/s \
+    NGINX_LIMIT_REQ_BURST=20
 
 USER 10001:10001
 EXPOSE 8080
@@ -51,19 +62,22 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
 
 # ---------------------------------------------------------------------------------- facade build
-# Only the facade's dependency group (Flask, Gunicorn, requests): the facade never imports torch.
+# Only the facade's dependencies (Flask, Gunicorn, requests, prometheus-client; the facade never
+# imports torch), exactly as facade/requirements.lock pins them: every file is checked against its
+# sha256 (--require-hashes), nothing unlisted is pulled in (--no-deps), and `pip check` proves the
+# set complete. The lock comes from pyproject.toml's `facade` group (scripts/lock.py, `make lock`).
 FROM python:3.11-slim AS facade-build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /tmp/project
-COPY pyproject.toml ./
+COPY facade/requirements.lock /tmp/requirements.lock
 RUN set -eux; \
     python -m venv /opt/venv; \
-    /opt/venv/bin/pip install --quiet "pip>=25.1"; \
-    /opt/venv/bin/pip install --quiet --group facade; \
-    # No installer in the final image.
-    /opt/venv/bin/pip uninstall --quiet --yes pip
+    /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock; \
+    /opt/venv/bin/pip check; \
+    # No installer in the final image (nor the venv's setuptools, which nothing here uses).
+    /opt/venv/bin/pip uninstall --quiet --yes pip setuptools; \
+    /opt/venv/bin/python -c "import flask, gunicorn, prometheus_client, requests"
 
 # ---------------------------------------------------------------------------------------- facade
 # Gunicorn is PID 1: it turns SIGTERM into a graceful stop (FACADE_GRACEFUL_TIMEOUT_S) and reaps
@@ -91,19 +105,20 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
 CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
 
 # ------------------------------------------------------------------------------ torchserve build
-# The handler's dependency group plus CPU-only torch, in a venv that the final stage copies.
+# CPU-only torch, then the handler's dependencies exactly as handler/requirements.lock pins them
+# (hashes checked, --no-deps, then `pip check`), in a venv that the final stage copies.
 FROM python:3.11-slim AS torchserve-build
 
 # torch comes from the PyTorch CPU wheel index, or, when the build context's wheels/ holds a torch
 # wheel (`make docker-wheels`), from there without any index: the offline path. Plain PyPI is
-# never used for torch: it would bring the multi-GB CUDA build.
+# never used for torch: it would bring the multi-GB CUDA build. torch is installed alone
+# (--no-deps): its own dependencies (sympy, networkx, ...) are in the lock, with hashes.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /tmp/project
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --quiet "pip>=25.1"
+RUN python -m venv /opt/venv
 
 COPY wheels/ /tmp/wheels/
 RUN set -eux; \
@@ -111,23 +126,23 @@ RUN set -eux; \
     if ls /tmp/wheels/torch-"$TORCH_VERSION"*.whl >/dev/null 2>&1; then \
         echo "torch: from the build context's wheels/ (offline)"; \
         "$pip" install --quiet --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
-        # torch's own pure-Python dependencies (sympy, networkx, ...) from the package index;
-        # torch itself is already satisfied and stays as it is.
-        "$pip" install --quiet --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
         echo "torch: from $TORCH_INDEX_URL"; \
-        "$pip" install --quiet --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
+        "$pip" install --quiet --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     else \
         echo "error: TORCH_INDEX_URL is empty and wheels/ holds no torch-$TORCH_VERSION wheel;" \
              "run 'make docker-wheels' or set TORCH_INDEX_URL to a CPU wheel index" >&2; \
         exit 1; \
-    fi; \
-    /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
-    if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi
+    fi
 
-COPY pyproject.toml ./
+COPY handler/requirements.lock /tmp/requirements.lock
 RUN set -eux; \
-    /opt/venv/bin/pip install --quiet --group handler; \
+    /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock; \
+    # Every requirement of every installed distribution (torch's included) is satisfied; a CUDA
+    # build of torch would fail here already, for want of its nvidia-* libraries.
+    /opt/venv/bin/pip check; \
+    /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
+    if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi; \
     /opt/venv/bin/pip uninstall --quiet --yes pip; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     # What inference never uses: C++ headers and test binaries/libraries shipped in the torch wheel.
@@ -163,6 +178,13 @@ COPY handler/ /opt/sentiment/handler/
 # TorchServe reads every config.properties key from TS_<KEY> (enable_envvars_config=true): inside
 # the container the REST APIs listen on all interfaces of the private network; gRPC (unused,
 # cannot be switched off) stays on loopback as configured.
+# JAVA_TOOL_OPTIONS caps TorchServe's Java frontend, so that it fits next to the Python workers
+# under the container's memory limit (docker-compose.yml): without it the JVM sizes its heap at a
+# quarter of the limit and its direct (Netty) buffers as large again. The frontend only queues
+# requests (at most job_queue_size=256 bodies of <= 1 MiB) and moves small JSON; it measured
+# ~200 MB RSS. On an OutOfMemoryError it exits rather than limping on, TorchServe's launcher and
+# tini with it, and Compose's `restart: unless-stopped` starts the container again. (TorchServe's
+# own `vmargs` key lives in config.properties, which the native stack shares.)
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -177,7 +199,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/home/model-server/tmp \
     HF_HOME=/home/model-server/.cache/huggingface \
     MODEL_STORE=/home/model-server/model-store \
-    TORCHSERVE_MANAGEMENT_URL=http://127.0.0.1:8091
+    TORCHSERVE_MANAGEMENT_URL=http://127.0.0.1:8091 \
+    JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError"
 
 WORKDIR /home/model-server
 USER 10001:10001

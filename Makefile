@@ -67,6 +67,10 @@ test-browser: install ## Browser test only (headless Debian Chromium); screensho
 smoke: install ## Quick smoke load against the running stack: 200 requests, 8 at a time, with a summary
 	$(BIN)/python test_app.py --url http://127.0.0.1:$${HTTP_PORT:-8080}/ --requests 200 --concurrency 8
 
+.PHONY: lock
+lock: install ## Re-lock the images' Python dependencies (facade/ and handler/requirements.lock) from pyproject.toml
+	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python scripts/lock.py
+
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
 	$(BIN)/python handler/build_mar.py

@@ -1,23 +1,41 @@
 #!/bin/sh
 # Entrypoint of the sentiment-nginx image: render nginx.conf.template, then exec nginx as PID 1.
 #
-# Only the ${NGINX_*} placeholders listed below are substituted (the image's ENV sets them; any can
-# be overridden with `environment:`), so nginx's own $variables survive. The config is written to
-# $NGINX_RUN_DIR (default /tmp/nginx), the one place the unprivileged nginx user writes to, along
-# with nginx's pid file and temp dirs. nginx logs to the container's stdout/stderr.
+# Every ${NGINX_*} variable in the environment is substituted (the image's ENV gives each
+# placeholder of the template a default; any can be overridden with `environment:`), so a new
+# placeholder needs only its ENV default in the Dockerfile, not an edit here. nginx's own
+# $variables survive, since only NGINX_* names are handed to envsubst. Every placeholder the
+# template uses must be set and non-empty, or the container stops with their names.
+#
+# The config is written to $NGINX_RUN_DIR (default /tmp/nginx), the one place the unprivileged
+# nginx user writes to, along with nginx's pid file and temp dirs. nginx logs to the container's
+# stdout/stderr.
 set -eu
 
-: "${NGINX_RUN_DIR:?}" "${NGINX_ERROR_LOG:?}" "${NGINX_ACCESS_LOG:?}" "${NGINX_MAX_BODY_SIZE:?}"
-: "${NGINX_MAX_BODY_LABEL:?}" "${NGINX_TOPOLOGY_CONF:?}" "${NGINX_LISTEN:?}"
-export NGINX_RUN_DIR NGINX_ERROR_LOG NGINX_ACCESS_LOG NGINX_MAX_BODY_SIZE NGINX_MAX_BODY_LABEL \
-    NGINX_TOPOLOGY_CONF NGINX_LISTEN
-
 TEMPLATE="${NGINX_TEMPLATE:-/etc/sentiment-nginx/nginx.conf.template}"
+: "${NGINX_RUN_DIR:?}"
 CONFIG="$NGINX_RUN_DIR/nginx.conf"
 
+# The placeholders the template uses, each one checked.
+missing=
+for name in $(grep -o '\${NGINX_[A-Za-z0-9_]*}' "$TEMPLATE" | tr -d '${}' | sort -u); do
+    eval "value=\${$name-}"
+    # shellcheck disable=SC2154 # set by the eval above
+    if [ -z "$value" ]; then
+        missing="$missing $name"
+    fi
+done
+if [ -n "$missing" ]; then
+    echo "error: $TEMPLATE needs these variables set (non-empty):$missing" >&2
+    exit 1
+fi
+
+# The NGINX_* names in the environment, as envsubst's SHELL-FORMAT list (awk reads the names
+# from ENVIRON, so a value with a newline in it cannot smuggle in a name).
+names=$(awk 'BEGIN { for (name in ENVIRON) if (name ~ /^NGINX_[A-Za-z0-9_]+$/) printf "${%s} ", name }')
+
 mkdir -p "$NGINX_RUN_DIR"
-envsubst '${NGINX_RUN_DIR} ${NGINX_ERROR_LOG} ${NGINX_ACCESS_LOG} ${NGINX_MAX_BODY_SIZE} ${NGINX_MAX_BODY_LABEL} ${NGINX_TOPOLOGY_CONF} ${NGINX_LISTEN}' \
-    <"$TEMPLATE" >"$CONFIG.tmp"
+envsubst "$names" <"$TEMPLATE" >"$CONFIG.tmp"
 mv "$CONFIG.tmp" "$CONFIG"
 
 # Arguments replace the default command after rendering, e.g. to check the rendered config:

@@ -1,10 +1,13 @@
 """A private Compose stack for the Docker tests: own project name, free loopback ports, torn down.
 
-The module-scoped `stack` fixture makes sure an engine runs (scripts/docker-engine.sh), the base
-images exist (scripts/build-base-images.sh builds local stand-ins when they are missing), the local
-CPU torch wheel is in wheels/ (`make docker-wheels`), builds the images, starts the stack from the
-trained stand-in model in ../shared, measures a cold start, and always removes everything with the
-project's label at the end.
+The session-scoped `stack` fixture (one stack for every module here) makes sure an engine runs
+(scripts/docker-engine.sh), the base images exist (scripts/build-base-images.sh builds local
+stand-ins when they are missing), the local CPU torch wheel is in wheels/ (`make docker-wheels`),
+builds the images, starts the stack from the trained stand-in model in ../shared, measures a cold
+start, and always removes everything with the project's label at the end.
+
+Modules run in file order (test_compose, test_faults, test_lockdown); a test marked `stops_stack`
+leaves the stack stopped, so it is moved behind every other test.
 """
 
 import json
@@ -27,6 +30,16 @@ IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
 NGINX_BASE = "debian:bookworm-slim"
 START_TIMEOUT_S = 300
 BUILD_TIMEOUT_S = 1500
+
+
+def pytest_configure(config):
+    """Register the marker of the test that ends with the shared stack stopped."""
+    config.addinivalue_line("markers", "stops_stack: leaves the shared Docker stack stopped; runs after the others")
+
+
+def pytest_collection_modifyitems(items):
+    """Move the tests marked `stops_stack` behind every other test (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
 
 
 def free_port():
@@ -94,6 +107,10 @@ class Stack:
         """Return `docker inspect` of one container."""
         return json.loads(run(["docker", "inspect", container]).stdout)[0]
 
+    def service_of(self, container):
+        """Return the Compose service a container belongs to."""
+        return self.inspect(container)["Config"]["Labels"]["com.docker.compose.service"]
+
     def labelled(self, kind):
         """Return the names/IDs of containers, networks or volumes that carry this project's label."""
         label = f"label=com.docker.compose.project={self.project}"
@@ -148,7 +165,7 @@ def ensure_engine():
         pytest.fail(f"scripts/docker-engine.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(standin_model_dir):
     """Build the images, start `up --build --scale app=3` in a private project; remove it afterwards."""
     ensure_engine()

@@ -1,8 +1,8 @@
 """The Compose deployment, for real: images, users, ports, networks, scaling, budgets, clean stop.
 
 Runs against the private stack of conftest.py (unique project name, free 127.0.0.1 ports, the
-trained stand-in model from ../shared, the local CPU torch wheel). Tests run in file order; the
-last one stops the stack.
+trained stand-in model from ../shared, the local CPU torch wheel), shared with test_faults.py and
+test_lockdown.py. Tests run in file order; the one that stops the stack runs after all the others.
 """
 
 import subprocess
@@ -126,7 +126,7 @@ def test_no_process_runs_as_root_and_every_socket_listens_on_an_unprivileged_por
             info = stack.inspect(cid)
             assert info["Config"]["User"].split(":")[0] == "10001"
             assert info["HostConfig"]["CapDrop"] in (["ALL"], ["all"])
-            assert info["HostConfig"]["ReadonlyRootfs"] == (service != "torchserve")
+            assert info["HostConfig"]["ReadonlyRootfs"] is True
             ports = listening_ports(cid)
             assert ports, f"{service} {cid[:12]}: no listening socket found"
             assert min(ports) >= 1024, f"{service} {cid[:12]} listens on {sorted(ports)}"
@@ -188,6 +188,7 @@ def test_replicas_added_and_removed_with_nginx_running_are_seen_within_30_s(stac
     assert stack.inspect(nginx)["State"]["StartedAt"] == started_at
 
 
+@pytest.mark.stops_stack
 def test_stopping_is_prompt_and_clean(stack):
     """SIGTERM reaches every server (tini -g for TorchServe), and each exits 0 well inside its grace period."""
     services = ("nginx", "app", "torchserve")

@@ -1,0 +1,233 @@
+"""Lock-down of the running deployment, checked on the containers themselves.
+
+Every container of the project (the one-shot model job too) from `docker inspect`; what is
+published and where; TorchServe's APIs neither behind nginx nor open for registering code; the
+archive being served; no secrets or host CA paths in the project's image layers or environment;
+request text in no log. Runs against the shared stack of conftest.py.
+"""
+
+import json
+import re
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.docker.conftest import BASE_IMAGES, IMAGES, NGINX_BASE, run
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SERVICES = {"model", "torchserve", "app", "nginx"}
+MODEL_STORE = "/home/model-server/model-store"
+# Names of variables that would hold a secret, and assignments of them in a build step.
+SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL", re.IGNORECASE)
+SECRET_ASSIGNMENT = re.compile(r"\b[A-Za-z0-9_]*(KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL)[A-Za-z0-9_]*=\S", re.I)
+# Variables that point TLS clients at a CA bundle: only the stand-in base images may set them.
+CA_VARIABLES = {"PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE"}
+CA_VARIABLES |= {"NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"}
+CA_FILE = re.compile(r"\S+\.(crt|pem)\b")
+STANDARD_CA_FILES = {"/etc/ssl/certs/ca-certificates.crt"}
+# TorchServe's own routes (inference, management, metrics), none of which nginx may serve.
+TORCHSERVE_PATHS = ("/predictions/sentiment", "/models", "/models/sentiment", "/metrics", "/ping", "/api-description")
+
+
+def tmpfs_size(options):
+    """Return the size= of tmpfs mount options in bytes, or None."""
+    match = re.search(r"(?:^|,)size=(\d+)([kmg]?)(?:,|$)", options)
+    if not match:
+        return None
+    return int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[match.group(2)]
+
+
+def project_containers(stack):
+    """Return {container ID: service} for every container of the project, running or exited."""
+    return {cid: stack.service_of(cid) for cid in stack.labelled("container")}
+
+
+def image_env(image):
+    """Return an image's environment as {name: value}."""
+    env = json.loads(run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image]).stdout) or []
+    return dict(entry.split("=", 1) for entry in env)
+
+
+def history(image):
+    """Return an image's history, newest first, as (created, created_by) pairs."""
+    out = run(["docker", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", image]).stdout
+    return [(entry["CreatedAt"], entry["CreatedBy"]) for entry in map(json.loads, out.splitlines())]
+
+
+def project_layers(image, base):
+    """Return the build steps the project's Dockerfile added on top of `base` (newest first)."""
+    ours, theirs = history(image), history(base)
+    assert ours[len(ours) - len(theirs) :] == theirs, f"{image} is not built on {base}"
+    return [created_by for _, created_by in ours[: len(ours) - len(theirs)]]
+
+
+def test_every_container_runs_locked_down(stack):
+    containers = project_containers(stack)
+    assert set(containers.values()) == SERVICES
+    for cid, service in containers.items():
+        info = stack.inspect(cid)
+        where = f"{service} {cid[:12]}"
+        user = info["Config"]["User"]
+        assert user and user.split(":")[0] not in ("0", "root"), f"{where} runs as {user!r}"
+        host = info["HostConfig"]
+        assert host["ReadonlyRootfs"] is True, where
+        assert [cap.upper() for cap in host["CapDrop"] or []] == ["ALL"], where
+        assert not host["CapAdd"], where
+        assert host["Privileged"] is False, where
+        assert "no-new-privileges:true" in (host["SecurityOpt"] or []), where
+        assert host["Memory"] > 0, f"{where} has no memory limit"
+        assert (host["PidsLimit"] or 0) > 0, f"{where} has no pids limit"
+        # Whatever is writable is a size-capped tmpfs (counted in the memory limit) or a volume.
+        tmpfs = host["Tmpfs"] or {}
+        assert tmpfs, f"{where} has no tmpfs: then it could not write at all"
+        for path, options in tmpfs.items():
+            size = tmpfs_size(options)
+            assert size, f"{where}: tmpfs {path} has no size cap ({options!r})"
+            assert size < host["Memory"], f"{where}: tmpfs {path} ({options}) is not below the memory limit"
+
+
+def test_only_nginx_and_the_management_port_are_published_and_only_on_loopback(stack):
+    published = {}
+    for cid, service in project_containers(stack).items():
+        for port, bindings in (stack.inspect(cid)["HostConfig"]["PortBindings"] or {}).items():
+            published.setdefault((service, port), set()).update((b["HostIp"], b["HostPort"]) for b in bindings)
+    assert published == {
+        ("nginx", "8080/tcp"): {("127.0.0.1", str(stack.http_port))},
+        ("torchserve", "8091/tcp"): {("127.0.0.1", str(stack.management_port))},
+    }
+
+
+@pytest.mark.parametrize("path", TORCHSERVE_PATHS)
+def test_torchserve_routes_are_json_404_through_nginx(stack, path):
+    for method in ("GET", "POST"):
+        response = requests.request(method, f"{stack.url}{path}", json={"text": "It is worth it"}, timeout=5)
+        assert response.status_code == 404, f"{method} {path}: {response.status_code} {response.text[:200]}"
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_the_management_port_registers_no_model_and_no_code_from_outside_the_model_store(stack):
+    url = stack.management_url
+    # enable_model_api=false: registering and unregistering models is switched off.
+    for registration in ("sentiment.mar", "http://127.0.0.1:9/foreign.mar", "file:///tmp/foreign.mar"):
+        response = requests.post(f"{url}/models", params={"url": registration}, timeout=10)
+        assert response.status_code == 405, f"{registration}: {response.status_code} {response.text}"
+    assert requests.delete(f"{url}/models/sentiment", timeout=10).status_code == 405
+    # The workflow API has no such switch in 0.12; allowed_urls refuses archives from anywhere
+    # but the model store (a read-only volume here).
+    for archive in ("http://127.0.0.1:9/foreign.war", "file:///tmp/foreign.war", "https://127.0.0.1:9/foreign.mar"):
+        response = requests.post(f"{url}/workflows", params={"url": archive}, timeout=10)
+        assert 400 <= response.status_code < 500, f"{archive}: {response.status_code} {response.text}"
+    assert requests.get(f"{url}/workflows", timeout=5).json() == {"workflows": []}
+    assert requests.get(f"{url}/models", timeout=5).json() == {
+        "models": [{"modelName": "sentiment", "modelUrl": "sentiment.mar"}]
+    }
+
+
+def test_torchserve_serves_the_archive_the_project_built_from_a_read_only_store(stack):
+    (torchserve,) = stack.container_ids("torchserve")
+    (store,) = [m for m in stack.inspect(torchserve)["Mounts"] if m["Destination"] == MODEL_STORE]
+    assert (store["Type"], store["RW"]) == ("volume", False)
+    # Inside the container: the archive's manifest, build info and Python files, and the
+    # handler the image carries (what the model job built the archive from).
+    probe = (
+        "import hashlib, json, os, pathlib, zipfile\n"
+        f"store = pathlib.Path('{MODEL_STORE}')\n"
+        "mar = zipfile.ZipFile(store / 'sentiment.mar')\n"
+        "digest = lambda data: hashlib.sha256(data).hexdigest()\n"
+        "print(json.dumps({\n"
+        "    'store': sorted(os.listdir(store)),\n"
+        "    'manifest': json.loads(mar.read('MAR-INF/MANIFEST.json')),\n"
+        "    'build_info': json.loads(mar.read('build-info.json')),\n"
+        "    'archived': {n: digest(mar.read(n)) for n in mar.namelist() if n.endswith('.py')},\n"
+        "    'image': {p.name: digest(p.read_bytes()) for p in pathlib.Path('/opt/sentiment/handler').glob('*.py')},\n"
+        "}))\n"
+    )
+    found = json.loads(run(["docker", "exec", torchserve, "python", "-c", probe]).stdout)
+    assert found["store"] == ["sentiment.mar"]
+    assert found["manifest"]["model"]["modelName"] == "sentiment"
+    assert found["manifest"]["model"]["handler"] == "sentiment_handler.py"
+    # Built by the model job from the MODEL_DIR the stack was started with (mounted at /model-source).
+    assert found["build_info"]["model_name"] == "sentiment"
+    assert found["build_info"]["model_dir"] == "model-source"
+    assert "model_id" not in found["build_info"]
+    assert re.fullmatch(r"[0-9a-f]{64}", found["build_info"]["fingerprint"])
+    assert "sentiment_handler.py" in found["archived"]
+    for name, digest in found["archived"].items():
+        assert found["image"].get(name) == digest, f"{name} in the archive is not the image's handler/{name}"
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_project_adds_no_secret_and_no_ca_setting_to_its_images(stack, image):
+    base = {**BASE_IMAGES, "sentiment-nginx": NGINX_BASE}[image]
+    layers = project_layers(image, base)
+    assert layers, f"{image}: no build steps of its own found"
+    for step in layers:
+        assert not SECRET_ASSIGNMENT.search(step), f"{image}: a build step sets a secret-looking value: {step}"
+        assert not any(name in step for name in CA_VARIABLES), f"{image}: a build step sets a CA bundle: {step}"
+        assert not CA_FILE.search(step), f"{image}: a build step names a certificate file: {step}"
+    # The stand-in bases carry this host's CA settings on purpose; the project adds none.
+    added = {name: value for name, value in image_env(image).items() if image_env(base).get(name) != value}
+    assert added, f"{image}: sets no environment of its own?"
+    assert not [name for name in added if SECRET_NAME.search(name)], f"{image}: secret-looking variables in {added}"
+    assert not set(added) & CA_VARIABLES, f"{image}: CA variables in {added}"
+
+
+def test_no_container_carries_a_secret_or_a_non_standard_ca_path(stack):
+    bases = {**BASE_IMAGES, "sentiment-nginx": NGINX_BASE}
+    for cid, service in project_containers(stack).items():
+        config = stack.inspect(cid)["Config"]
+        env = dict(entry.split("=", 1) for entry in config["Env"] or [])
+        # What the base image itself sets (a registry's python image has GPG_KEY, a public key
+        # fingerprint) is not the project's; the image's and Compose's settings are.
+        base_env = image_env(bases[config["Image"].split(":")[0]])
+        ours = {name: value for name, value in env.items() if base_env.get(name) != value}
+        assert not [name for name in ours if SECRET_NAME.search(name)], f"{service}: {sorted(ours)}"
+        for name, value in env.items():
+            for match in CA_FILE.finditer(value):
+                assert match.group(0) in STANDARD_CA_FILES, f"{service}: {name}={value}"
+
+
+def container_logs(cid):
+    """Return a container's whole log, stdout and stderr."""
+    result = run(["docker", "logs", cid], timeout=60)
+    return result.stdout + result.stderr
+
+
+def test_request_text_is_in_no_log_but_its_request_id_is_in_every_hop(stack):
+    secret = f"zebra {uuid.uuid4().hex} lemonade"
+    request_id = f"lockdown-{uuid.uuid4().hex}"
+    headers = {"X-Request-ID": request_id}
+    response = requests.post(f"{stack.url}/", json={"text": secret}, headers=headers, timeout=15)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Request-ID"] == request_id
+    # The same text in a batch, in an invalid request, and in a query string.
+    for attempt in (
+        {"json": {"texts": [secret, "It is worth it"]}},
+        {"json": {"text": secret, "texts": [secret]}},
+        {"json": {"text": secret}, "params": {"text": secret}},
+        {"data": {"text": secret}},
+    ):
+        requests.post(f"{stack.url}/", headers=headers, timeout=15, **attempt)
+
+    containers = project_containers(stack)
+    needs_id = {"nginx", "app", "torchserve"}
+    deadline = time.monotonic() + 10
+    while True:
+        logs = {cid: container_logs(cid) for cid in containers}
+        seen = {containers[cid] for cid, text in logs.items() if request_id in text}
+        if needs_id <= seen or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert needs_id <= seen, f"the request ID is missing from the logs of {needs_id - seen}"
+    token = secret.split()[1]
+    for cid, text in logs.items():
+        assert token not in text, f"the request text is in the log of {containers[cid]} {cid[:12]}"
+    # TorchServe's log files (a tmpfs) too.
+    (torchserve,) = stack.container_ids("torchserve")
+    files = run(["docker", "exec", torchserve, "grep", "-rlF", token, "/home/model-server/logs"], check=False)
+    assert files.returncode == 1, f"the request text is in {files.stdout.split()} ({files.stderr.strip()})"
+    files = run(["docker", "exec", torchserve, "grep", "-rlF", request_id, "/home/model-server/logs"], check=False)
+    assert files.returncode == 0, "TorchServe's log files do not have the request ID either: wrong place?"

@@ -1,0 +1,224 @@
+"""Static checks of the Docker files and the lock files: no engine, no network, milliseconds.
+
+- every ${NGINX_*} placeholder of nginx/nginx.conf.template has an ENV default in the Dockerfile's
+  nginx stage, and the entrypoint renders the template from whatever NGINX_* variables are set;
+- facade/requirements.lock and handler/requirements.lock are in step with pyproject.toml's
+  dependency groups (edit a pin without `make lock` and this fails), hash every line, and leave
+  torch out; the Dockerfile installs each image from its lock;
+- docker-compose.yml locks every service down (the Docker tests check the running containers).
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.conftest import PROJECT_DIR
+
+DOCKERFILE = PROJECT_DIR / "Dockerfile"
+COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
+TEMPLATE = PROJECT_DIR / "nginx" / "nginx.conf.template"
+ENTRYPOINT = PROJECT_DIR / "nginx" / "docker-entrypoint.sh"
+LOCKS = {
+    "facade": PROJECT_DIR / "facade" / "requirements.lock",
+    "handler": PROJECT_DIR / "handler" / "requirements.lock",
+}
+LOCK_LINE = re.compile(r"([a-z0-9]+(?:-[a-z0-9]+)*)==(\S+) --hash=sha256:([0-9a-f]{64})")
+PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Za-z0-9_]+)\}")
+
+
+def dockerfile_stages():
+    """Return {stage name: [(INSTRUCTION, arguments)]}, continuation lines joined, comments dropped."""
+    stages, current, pending = {}, None, ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.strip().startswith("#") or not line.strip():
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        instruction, _, arguments = (pending + line).strip().partition(" ")
+        pending = ""
+        if instruction.upper() == "FROM":
+            current = stages.setdefault(arguments.split()[-1], [])
+        current.append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def env_defaults(stage):
+    """Return the ENV name -> value pairs that a Dockerfile stage sets."""
+    values = {}
+    for instruction, arguments in dockerfile_stages()[stage]:
+        if instruction == "ENV":
+            values.update(token.split("=", 1) for token in shlex.split(arguments))
+    return values
+
+
+def arg_default(stage, name):
+    """Return the default of `ARG name=default` in a Dockerfile stage."""
+    for instruction, arguments in dockerfile_stages()[stage]:
+        if instruction == "ARG" and arguments.startswith(f"{name}="):
+            return arguments.split("=", 1)[1]
+    raise AssertionError(f"no ARG {name}=... in the {stage} stage")
+
+
+def read_lock(group):
+    """Return ({name: version}, header comment lines) of one lock file; every other line must be a pin."""
+    pins, header = {}, []
+    for line in LOCKS[group].read_text().splitlines():
+        if line.startswith("#"):
+            header.append(line)
+            continue
+        match = LOCK_LINE.fullmatch(line)
+        assert match, f"{LOCKS[group].name}: not `name==version --hash=sha256:...`: {line!r}"
+        assert match.group(1) not in pins, f"{match.group(1)} twice"
+        pins[match.group(1)] = match.group(2)
+    return pins, header
+
+
+def group_requirements(group):
+    """Return the Requirements of one of pyproject.toml's dependency groups."""
+    groups = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["dependency-groups"]
+    return [Requirement(req) for req in groups[group] if isinstance(req, str)]
+
+
+# ------------------------------------------------------------------------------------------ nginx
+
+
+def test_every_nginx_placeholder_has_a_default_in_the_dockerfile():
+    placeholders = set(PLACEHOLDER.findall(TEMPLATE.read_text()))
+    assert placeholders, "the template has no ${NGINX_*} placeholder?"
+    missing = placeholders - set(env_defaults("nginx"))
+    assert not missing, (
+        f"nginx/nginx.conf.template uses {sorted(missing)}, but the Dockerfile's nginx stage has no "
+        "ENV default for them: add `NAME=default` to its ENV (the native default is in scripts/stack.py)"
+    )
+
+
+needs_shell_tools = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("sh", "envsubst", "awk")), reason="needs sh, envsubst and awk"
+)
+
+
+def render(tmp_path, template_text, **overrides):
+    """Run the entrypoint on a template with the image's defaults; return (exit status, config, stderr)."""
+    template = tmp_path / "nginx.conf.template"
+    template.write_text(template_text)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **env_defaults("nginx"),
+        "NGINX_RUN_DIR": str(tmp_path / "run"),
+        "NGINX_TEMPLATE": str(template),
+        **overrides,
+    }
+    env = {name: value for name, value in env.items() if value is not None}
+    config = tmp_path / "run" / "nginx.conf"
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "cat", str(config)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@needs_shell_tools
+def test_the_entrypoint_renders_the_template_with_the_image_defaults(tmp_path):
+    status, config, stderr = render(tmp_path, TEMPLATE.read_text())
+    assert status == 0, stderr
+    assert not PLACEHOLDER.search(config)
+    assert "listen 8080;" in config
+    # nginx's own variables are left alone.
+    for variable in ("$request_id", "$hostname", "$upstream_addr", "$binary_remote_addr"):
+        assert variable in config
+
+
+@needs_shell_tools
+def test_the_entrypoint_substitutes_a_new_placeholder_without_being_edited(tmp_path):
+    status, config, stderr = render(tmp_path, "a ${NGINX_LISTEN} b ${NGINX_BRAND_NEW} c $host\n", NGINX_BRAND_NEW="42")
+    assert status == 0, stderr
+    assert config == "a 8080 b 42 c $host\n"
+
+
+@needs_shell_tools
+@pytest.mark.parametrize("value", [None, ""])
+def test_the_entrypoint_refuses_a_placeholder_without_a_value(tmp_path, value):
+    status, config, stderr = render(tmp_path, "x ${NGINX_LISTEN} ${NGINX_NOT_SET};\n", NGINX_NOT_SET=value)
+    assert status == 1
+    assert "NGINX_NOT_SET" in stderr
+    assert config == ""
+
+
+# ------------------------------------------------------------------------------------------ locks
+
+
+@pytest.mark.parametrize("group", sorted(LOCKS))
+def test_the_lock_pins_every_requirement_of_its_group_as_pyproject_does(group):
+    pins, _ = read_lock(group)
+    assert pins, f"{LOCKS[group]} pins nothing"
+    stale = []
+    for requirement in group_requirements(group):
+        name = canonicalize_name(requirement.name)
+        locked = pins.get(name)
+        if locked is None or not requirement.specifier.contains(locked, prereleases=True):
+            stale.append(f"{requirement} (lock: {locked})")
+    assert not stale, f"{LOCKS[group].name} is out of step with pyproject.toml for {stale}: run `make lock`"
+
+
+def test_the_handler_lock_leaves_torch_out_but_has_its_dependencies():
+    pins, header = read_lock("handler")
+    assert "torch" not in pins
+    assert not [name for name in pins if name.startswith(("nvidia-", "triton"))]
+    # The header lists torch's own requirements, resolved into the lock.
+    start = next(i for i, line in enumerate(header) if line.rstrip().endswith("metadata:"))
+    torch_requirements = [Requirement(line[1:].strip()) for line in header[start + 1 :] if line.startswith("#   ")]
+    assert {canonicalize_name(r.name) for r in torch_requirements} >= {"sympy", "networkx", "jinja2", "filelock"}
+    for requirement in torch_requirements:
+        locked = pins.get(canonicalize_name(requirement.name))
+        assert locked and requirement.specifier.contains(locked, prereleases=True), f"{requirement}: {locked}"
+
+
+def test_torch_has_one_version_everywhere():
+    (locked,) = {m for line in read_lock("handler")[1] for m in re.findall(r"torch==(\S+) itself", line)}
+    dockerfile = arg_default("torchserve-build", "TORCH_VERSION")
+    compose = re.search(r"\$\{TORCH_VERSION:-([^}]+)\}", COMPOSE_FILE.read_text()).group(1)
+    makefile = re.search(r"^TORCH_VERSION \?= (\S+)$", (PROJECT_DIR / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert {locked, dockerfile, compose, makefile} == {dockerfile}, (
+        f"lock {locked}, Dockerfile {dockerfile}, compose {compose}, Makefile {makefile}"
+    )
+
+
+@pytest.mark.parametrize(("group", "stage"), [("facade", "facade-build"), ("handler", "torchserve-build")])
+def test_the_image_installs_exactly_its_lock(group, stage):
+    instructions = dockerfile_stages()[stage]
+    copies = [args for instruction, args in instructions if instruction == "COPY"]
+    assert f"{group}/requirements.lock /tmp/requirements.lock" in copies
+    runs = " ".join(args for instruction, args in instructions if instruction == "RUN")
+    assert "pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock" in runs
+    assert "pip check" in runs
+    # Nothing else comes from an index unchecked: no dependency group, no unpinned pip upgrade.
+    assert "--group" not in DOCKERFILE.read_text()
+    assert not re.search(r'pip install [^;]*"pip', runs)
+
+
+# ---------------------------------------------------------------------------------------- compose
+
+
+def test_every_compose_service_is_locked_down():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert set(services) == {"model", "torchserve", "app", "nginx"}
+    for name, service in services.items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit"), f"{name} has no mem_limit"
+        assert service.get("pids_limit"), f"{name} has no pids_limit"
+        assert not service.get("privileged") and not service.get("cap_add"), name
+        for mount in service.get("tmpfs", []):
+            assert ":" in mount and "size=" in mount.split(":", 1)[1], f"{name}: tmpfs {mount} has no size"
+        for port in service.get("ports", []):
+            assert port.startswith(("127.0.0.1:", "${HTTP_BIND:-127.0.0.1}:")), f"{name} publishes {port}"
+    assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
