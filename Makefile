@@ -94,9 +94,19 @@ logs: ## Show where the native stack logs, with the last lines of each log
 
 .PHONY: bench
 bench: install ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
-	@command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(BIN)/pip install --quiet --group bench
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+DURATION ?= 300
+EXAMPLES ?= 2000
+
+.PHONY: soak
+soak: install ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
+	$(BIN)/python scripts/soak.py --duration $(DURATION)
+
+.PHONY: fuzz
+fuzz: install ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
+	FUZZ_EXAMPLES=$(EXAMPLES) FUZZ_SEED=random $(BIN)/python -m pytest tests/integration/test_fuzz.py -s
 
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4

@@ -11,7 +11,8 @@ DESCRIPTIONS = {
     415: "The body is not JSON (nor, on POST /, the page's form).",
     500: "An unexpected error, logged with the request ID.",
     502: "TorchServe gave an answer the facade did not expect.",
-    503: "TorchServe is down, starting, has no READY worker or a full queue; retry after Retry-After s.",
+    503: "TorchServe is down, starting, has no READY worker or a full queue, or lost the worker running "
+    "the request twice; retry after Retry-After s.",
     504: "TorchServe did not answer within the read timeout.",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}

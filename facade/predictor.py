@@ -1,6 +1,7 @@
 """The client for TorchServe's inference API (predictions) and management API (readiness)."""
 
 import logging
+import time
 from urllib.parse import quote
 
 import requests
@@ -14,6 +15,14 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE = "The sentiment model is not available right now (starting, stopping or busy); retry shortly."
 TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer or shorter texts."
+# What TorchServe's frontend answers for the requests of a batch whose Python worker process went
+# away mid-inference (killed, crashed, out of memory, or scaled down): 500, or 507 when the worker
+# was SIGKILLed, with one of these messages. TorchServe starts a new worker by itself; the request
+# can run again, since inference has no side effects. A handler that raised is a different answer
+# (503 "Prediction failed"), and stays a backend error.
+WORKER_LOST_MESSAGES = ("Worker died.", "Worker scaled down.")
+# Not worth a retry with less time than this left of the read timeout.
+MIN_RETRY_S = 0.5
 
 
 class TorchServeClient:
@@ -23,14 +32,31 @@ class TorchServeClient:
         model = quote(settings.model_name, safe="")
         self._predict_url = f"{settings.torchserve_url.rstrip('/')}/predictions/{model}"
         self._describe_url = f"{settings.torchserve_management_url.rstrip('/')}/models/{model}"
-        self._predict_timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        self._connect_timeout = settings.connect_timeout_s
+        self._read_timeout = settings.read_timeout_s
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
         self._ready_timeout = (connect_s, settings.ready_timeout_s)
         self._session = pooled_session(settings.threads)
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
-        """Return one {"label", "score"[, "truncated"]} dict per text, in input order."""
-        response = self._post(texts, request_id)
+        """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
+
+        The whole call, a retry included, takes at most the read timeout (plus connecting).
+        """
+        deadline = time.monotonic() + self._read_timeout
+        response = self._post(texts, request_id, self._read_timeout)
+        if _worker_lost(response):
+            # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
+            # If this request is what kills workers, a second death answers 503, not a third try.
+            left_s = deadline - time.monotonic()
+            log.warning(
+                "TorchServe lost the worker running request %s (%s); %s",
+                request_id,
+                response.status_code,
+                f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
+            )
+            if left_s >= MIN_RETRY_S:
+                response = self._post(texts, request_id, left_s)
         if response.status_code != 200:
             raise _status_error(response, request_id)
         return _results(response, len(texts), request_id)
@@ -49,13 +75,13 @@ class TorchServeClient:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
         self._session.close()
 
-    def _post(self, texts: list[str], request_id: str) -> requests.Response:
+    def _post(self, texts: list[str], request_id: str, read_timeout_s: float) -> requests.Response:
         try:
             return self._session.post(
                 self._predict_url,
                 json={"texts": texts},
                 headers={"X-Request-ID": request_id},
-                timeout=self._predict_timeout,
+                timeout=(self._connect_timeout, read_timeout_s),
                 allow_redirects=False,
             )
         except requests.ConnectionError as exc:  # refused, reset, or no connection in time
@@ -88,7 +114,17 @@ def _has_ready_worker(description: object) -> bool:
     return any(isinstance(worker, dict) and worker.get("status") == "READY" for worker in workers)
 
 
+def _worker_lost(response: requests.Response) -> bool:
+    if response.status_code not in (500, 507):
+        return False
+    body = _json_or_none(response)
+    return isinstance(body, dict) and body.get("message") in WORKER_LOST_MESSAGES
+
+
 def _status_error(response: requests.Response, request_id: str) -> Exception:
+    if _worker_lost(response):
+        log.warning("TorchServe lost the worker running request %s; answering 503", request_id)
+        return UpstreamUnavailableError(UNAVAILABLE)
     body = _json_or_none(response)
     # TorchServe answers 503 "Prediction failed" (InternalServerException) when the handler raised.
     handler_failed = isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException")

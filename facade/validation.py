@@ -65,7 +65,7 @@ def _checked_texts(value: object, settings: Settings) -> list[str]:
 
 def _json_object(body: bytes) -> dict:
     try:
-        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise InvalidJsonError("The body is not valid UTF-8; send JSON encoded as UTF-8.") from None
     except RecursionError:
@@ -74,6 +74,17 @@ def _json_object(body: bytes) -> dict:
         raise InvalidJsonError(f"The body is not valid JSON ({exc}); send {EXAMPLE}.") from None
     if not isinstance(payload, dict):
         raise InvalidJsonError(f"The JSON body must be an object, not {_json_type(payload)}; send {EXAMPLE}.")
+    return payload
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    # JSON leaves the meaning of a repeated key open ({"text": "good", "text": "bad"}); parsers
+    # disagree on which one wins, so the facade refuses to guess.
+    payload = dict(pairs)
+    if len(payload) != len(pairs):
+        seen = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the key {json.dumps(repeated)[:40]} appears more than once in an object")
     return payload
 
 

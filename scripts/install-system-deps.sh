@@ -6,6 +6,8 @@ set -euo pipefail
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# The load generator of make bench, make soak and the CI-sized soak test.
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -e /usr/include/python3.11/Python.h ] || python3.11 -c 'import venv' 2>/dev/null || missing+=(python3.11-venv)
 # Only the browser test (tests/integration/test_browser.py) needs these: headless Chromium and its
 # WebDriver from Debian's own packages, so no test downloads a browser. WITH_TEST_BROWSER=0 skips

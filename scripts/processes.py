@@ -60,20 +60,21 @@ def start_group(command, *, env, log_path, cwd):
         )
 
 
-def stop_group(pgid, timeout_s=30.0, children_first=False):
+def stop_group(pgid, timeout_s=30.0, children_first=False, stop_signal=signal.SIGTERM):
     """Stop every process of the group; return True when none is left.
 
-    SIGTERM first (the whole group, or with `children_first` only the leader's children,
-    for a leader that does not pass signals on but waits for its child), then SIGKILL
+    `stop_signal` first (SIGTERM, or the server's own graceful signal, such as nginx's
+    SIGQUIT), to the whole group or with `children_first` only to the leader's children,
+    for a leader that does not pass signals on but waits for its child; then SIGKILL
     whatever is left after `timeout_s`.
     """
     if children_first:
         for child in children_of(pgid):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
+                os.kill(child, stop_signal)
         if wait_for_exit(pgid, timeout_s):
             return True
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+    for sig, wait_s in ((stop_signal, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

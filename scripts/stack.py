@@ -11,7 +11,9 @@ of every group it started (launchers, Java, workers, masters) and is safe to run
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import string
 import sys
@@ -26,6 +28,14 @@ from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
 MAX_BODY_SIZE = "1m"  # FACADE_MAX_BODY_BYTES' default, 1 MiB
+# nginx settings taken from the environment (the same NGINX_* variables the Docker image reads):
+# name -> (default, pattern the value must match, what it allows).
+NGINX_SETTINGS = {
+    "NGINX_CLIENT_TIMEOUT": ("10s", r"[1-9][0-9]*(ms|s|m)?", "a duration such as 10s or 500ms"),
+    "NGINX_LIMIT_REQ": ("off", r"on|off", "on or off (a per-client rate limit)"),
+    "NGINX_LIMIT_REQ_RATE": ("10r/s", r"[1-9][0-9]*r/[sm]", "requests per client per second or minute, e.g. 10r/s"),
+    "NGINX_LIMIT_REQ_BURST": ("20", r"[1-9][0-9]*", "requests above the rate let through at once, at least 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,17 @@ def render(template_path, values):
     return string.Template(template_path.read_text()).safe_substitute(values)
 
 
+def nginx_settings(environ=os.environ):
+    """Return the NGINX_SETTINGS values from the environment (defaults when unset or empty)."""
+    values = {}
+    for name, (default, pattern, allowed) in NGINX_SETTINGS.items():
+        value = environ.get(name) or default
+        if not re.fullmatch(pattern, value):
+            raise StartupError(f"{name}={value!r} is invalid: it must be {allowed}")
+        values[name] = value
+    return values
+
+
 def nginx_config(settings):
     """Write the nginx config of this stack under the run dir; return its path."""
     nginx_run = settings.run_dir / "nginx"
@@ -135,6 +156,7 @@ def nginx_config(settings):
         "NGINX_MAX_BODY_LABEL": "1 MiB",
         "NGINX_TOPOLOGY_CONF": str(topology),
         "NGINX_LISTEN": f"127.0.0.1:{settings.http_port}",
+        **nginx_settings(),
     }
     config.write_text(render(NGINX_DIR / "nginx.conf.template", values))
     return config
@@ -199,14 +221,25 @@ def up(settings):
     return processes
 
 
+def stop_nginx(pgid):
+    """Stop nginx gracefully: SIGQUIT lets requests in flight finish (SIGTERM would drop them)."""
+    # worker_shutdown_timeout (30 s) bounds the wait; SIGKILL only if even that is exceeded.
+    return stop_group(pgid, timeout_s=35.0, stop_signal=signal.SIGQUIT)
+
+
 def down(settings, quiet=False):
-    """Stop every process group the stack started (nginx first); safe when nothing runs."""
+    """Stop every process group the stack started, gracefully and from the front; safe when nothing runs.
+
+    nginx first (it stops accepting, finishes what is in flight), then the facades (Gunicorn's
+    SIGTERM is graceful: workers finish their requests), TorchServe last, since it drops the
+    requests it is running when it stops.
+    """
     groups = running_groups(settings)
     order = sorted(groups, key=lambda name: (name != "nginx", name == "torchserve"))
+    stoppers = {"nginx": stop_nginx, "torchserve": stop_torchserve}
     leftovers = {}
     for name in order:
-        stop = stop_torchserve if name == "torchserve" else stop_group
-        if not stop(groups[name]):
+        if not stoppers.get(name, stop_group)(groups[name]):
             leftovers[name] = group_members(groups[name])
     settings.state_file.unlink(missing_ok=True)
     if not quiet:

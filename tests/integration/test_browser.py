@@ -74,9 +74,12 @@ def open_browser(webdriver, tmp_path_factory):
 
 
 def wait_for(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S).until(condition)
+    # A form post replaces the page while the condition polls: an element found on the old page
+    # goes stale, which only means "look again".
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def shown_result(driver):

@@ -93,6 +93,8 @@ def test_json_content_type_with_charset_or_any_case_is_accepted(client, content_
         # Deep enough for Python's json to raise RecursionError, small enough for the body limit.
         (b"[" * 2000, "invalid_json"),
         (b'{"text": ' + b"[" * 2000, "invalid_json"),
+        (b'{"text": "good", "text": "bad"}', "invalid_json"),
+        (b'{"texts": ["good"], "x": {"a": 1, "a": 2}}', "invalid_json"),
         (b"{}", "missing_text"),
         (b'{"txt": "good"}', "missing_text"),
         (b'{"text": "good", "texts": ["good"]}', "conflicting_fields"),

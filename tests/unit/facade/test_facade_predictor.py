@@ -17,6 +17,10 @@ NO_WORKER = {
     "type": "ServiceUnavailableException",
     "message": 'Model "sentiment" has no worker to serve inference request. Please use scale workers API.',
 }
+# TorchServe's answer for the batch of a worker process that died mid-inference (507: SIGKILLed).
+WORKER_DIED = {"code": 507, "type": "InternalServerException", "message": "Worker died."}
+HANDLER_FAILED = {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}
+OK = {"results": [{"label": "POSITIVE", "score": 0.9}]}
 
 
 class StubTorchServe:
@@ -29,6 +33,10 @@ class StubTorchServe:
     def answer(self, method, path, status=200, body=None, delay_s=0.0, hang_up=False):
         """Script the reply to method and path: a status and JSON (or raw bytes) body."""
         self.answers[(method, path)] = (status, body, delay_s, hang_up)
+
+    def answer_in_turn(self, method, path, *replies):
+        """Script successive replies, each (status, body[, delay_s]); the last one repeats."""
+        self.answers[(method, path)] = [(*(*reply, 0.0)[:3], False) for reply in replies]
 
     def handler(self):
         """Return the request handler class bound to this stub."""
@@ -46,9 +54,12 @@ class StubTorchServe:
             def reply(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stub.received.append((self.command, self.path, dict(self.headers), body))
-                status, payload, delay_s, hang_up = stub.answers.get(
+                scripted = stub.answers.get(
                     (self.command, self.path), (404, {"code": 404, "type": "ModelNotFoundException"}, 0, False)
                 )
+                if isinstance(scripted, list):
+                    scripted = scripted.pop(0) if len(scripted) > 1 else scripted[0]
+                status, payload, delay_s, hang_up = scripted
                 time.sleep(delay_s)
                 if hang_up:
                     self.close_connection = True
@@ -82,6 +93,14 @@ def torchserve(stub_server):
     stub_server.answers.clear()
     stub_server.received.clear()
     return stub_server
+
+
+@pytest.fixture
+def retrying_client(torchserve):
+    """A client whose read timeout leaves room for its one retry after a lost worker."""
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=2.0))
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -145,8 +164,9 @@ def test_no_worker_full_queue_or_unregistered_model_is_unavailable(torchserve, t
         (503, {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}),
         (400, {"error": {"code": "empty_text", "message": "texts[0] is empty"}}),
         (404, {"error": {"code": "not_found", "message": "handler said so"}}),
-        (500, {"code": 500, "type": "InternalServerException", "message": "Worker died."}),
         (413, {"code": 413, "type": "RequestEntityTooLarge"}),
+        (500, {"code": 500, "type": "InternalServerException", "message": "Something else."}),
+        (507, {"code": 507, "type": "InternalServerException", "message": "Out of resources"}),
         (302, {}),
         (200, b"not json"),
         (200, {"results": "POSITIVE"}),
@@ -170,6 +190,64 @@ def test_unexpected_answer_is_a_backend_error(torchserve, ts_client, status, bod
 
     assert type(caught.value) is UpstreamError
     assert "rid-7" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [500, 507])
+def test_a_request_whose_worker_died_is_retried_once_and_succeeds(torchserve, retrying_client, status):
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (status, {**WORKER_DIED, "code": status}), (200, OK))
+
+    assert retrying_client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.9}]
+    assert len(torchserve.received) == 2
+    assert torchserve.received[0][3] == torchserve.received[1][3]
+
+
+def test_a_request_whose_worker_dies_twice_is_unavailable_after_one_retry(torchserve, retrying_client):
+    torchserve.answer("POST", "/predictions/sentiment", status=507, body=WORKER_DIED)
+
+    with pytest.raises(UpstreamUnavailableError):
+        retrying_client.classify(["good"], "rid")
+
+    assert len(torchserve.received) == 2
+
+
+def test_a_worker_scaled_down_mid_request_is_retried(torchserve, retrying_client):
+    scaled_down = {"code": 500, "type": "InternalServerException", "message": "Worker scaled down."}
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (500, scaled_down), (200, OK))
+
+    assert retrying_client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.9}]
+
+
+def test_a_handler_that_raised_is_a_backend_error_and_not_retried(torchserve, retrying_client):
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=HANDLER_FAILED)
+
+    with pytest.raises(UpstreamError) as caught:
+        retrying_client.classify(["good"], "rid")
+
+    assert type(caught.value) is UpstreamError
+    assert len(torchserve.received) == 1
+
+
+def test_no_retry_when_the_read_timeout_is_nearly_spent(torchserve):
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=0.7))
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (507, WORKER_DIED, 0.4), (200, OK))
+
+    with pytest.raises(UpstreamUnavailableError):
+        client.classify(["good"], "rid")
+    client.close()
+
+    assert len(torchserve.received) == 1
+
+
+def test_the_retry_gets_only_what_is_left_of_the_read_timeout(torchserve):
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=1.2))
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (507, WORKER_DIED, 0.5), (200, OK, 1.0))
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamTimeoutError):
+        client.classify(["good"], "rid")
+    client.close()
+
+    assert time.monotonic() - started < 1.2 + 0.3
 
 
 def test_nan_score_is_a_backend_error(torchserve, ts_client):

@@ -1,0 +1,332 @@
+"""Soak test: sustained load through nginx on a private native stack, with memory sampled.
+
+Usage: python scripts/soak.py [--duration 300] [--concurrency 64] [--sample-interval 10] ...
+
+It starts its own stack (TorchServe, 2 facades, nginx) on free loopback ports under
+run/soak-*, warms it up, then keeps --concurrency requests in flight with wrk (closed loop,
+single-text POST / bodies) for --duration seconds while it samples the resident memory (RSS)
+of every process of each component every --sample-interval seconds. It prints the samples as
+a table, the latency percentiles and the answers by status, then checks:
+
+  - no 5xx other than 503 (deliberate shedding: TorchServe's queue full), and no socket
+    errors or timeouts;
+  - no component's RSS grows by more than --max-growth (10%) after the warm-up: the largest
+    later sample against the first one.
+
+Exit status: 0 all checks passed, 1 a check failed, 2 the stack could not be started.
+
+What it serves: --mar (an archive), else --model-dir (or MODEL_DIR), else the project's
+model-store/sentiment.mar when it exists, else the trained stand-in in ../shared, else a tiny
+random model built on the spot (plumbing only: its latencies say nothing about a real model).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(0, str(PROJECT_DIR))
+# The archive builder imports the handler's modules by their flat names, as inside the .mar.
+sys.path.insert(1, str(PROJECT_DIR / "handler"))
+
+from bench.load import group_usage, start_wrk, write_bodies, wrk_summary  # noqa: E402
+from scripts.processes import StartupError  # noqa: E402
+from scripts.stack import StackSettings, down, running_groups, up  # noqa: E402
+from scripts.torchserve import TorchServeSettings  # noqa: E402
+
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+STANDIN_DIR = SHARED_DIR / "models" / "minilm-sst2"
+DEV_TSV = SHARED_DIR / "data" / "sst2" / "dev.tsv"
+PROJECT_MAR = PROJECT_DIR / "model-store" / "sentiment.mar"
+COMPONENTS = ("torchserve", "facades", "nginx")
+
+
+def parse_args(argv):
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of load after the warm-up (300)")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests kept in flight (64)")
+    parser.add_argument("--sample-interval", type=float, default=10.0, help="seconds between RSS samples (10)")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds of load before the first sample (duration/10, 10 to 30)"
+    )
+    parser.add_argument("--max-growth", type=float, default=0.10, help="allowed RSS growth after warm-up (0.10)")
+    parser.add_argument("--mar", type=Path, help="serve this .mar archive")
+    parser.add_argument("--model-dir", type=Path, default=os.environ.get("MODEL_DIR") or None, help="build from it")
+    parser.add_argument("--keep", action="store_true", help="keep run/soak-* (logs) even when every check passes")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.concurrency < 1 or args.sample_interval <= 0:
+        parser.error("--duration, --concurrency and --sample-interval must be above 0")
+    if args.warmup is None:
+        args.warmup = min(30.0, max(10.0, args.duration / 10))
+    return args
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_pair():
+    """Return a port p such that p and p + 1 are both free on loopback (the two facades)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise StartupError("no two consecutive free ports found")
+
+
+def soak_settings(work_dir, model_store):
+    """Return the settings of a private stack (two facades) on free ports under work_dir."""
+    torchserve = TorchServeSettings(
+        inference_port=free_port(),
+        management_port=free_port(),
+        metrics_port=free_port(),
+        grpc_inference_port=free_port(),
+        grpc_management_port=free_port(),
+        model_store=model_store,
+        run_dir=work_dir / "run",
+        log_dir=work_dir / "logs",
+    )
+    return StackSettings(
+        http_port=free_port(),
+        replicas=2,
+        facade_base_port=free_port_pair(),
+        torchserve=torchserve,
+        run_dir=torchserve.run_dir,
+        log_dir=torchserve.log_dir,
+    )
+
+
+def model_store_for(args, work_dir):
+    """Return (the model store to serve from, what it holds), building an archive if needed."""
+    if args.mar:
+        if not args.mar.is_file():
+            raise StartupError(f"--mar {args.mar} is not a file")
+        store = work_dir / "model-store"
+        store.mkdir()
+        (store / "sentiment.mar").symlink_to(args.mar.resolve())
+        return store, f"archive {args.mar}"
+    model_dir = args.model_dir
+    if model_dir is None and PROJECT_MAR.is_file():
+        return PROJECT_MAR.parent, f"archive {PROJECT_MAR}"
+    if model_dir is None and (STANDIN_DIR / "config.json").is_file():
+        model_dir = STANDIN_DIR
+    if model_dir is None:
+        from tests.support.tiny_model import build_tiny_model
+
+        model_dir = build_tiny_model(work_dir / "tiny-model")
+    from build_mar import BuildError, BuildSettings, build
+
+    store = work_dir / "model-store"
+    try:
+        build(BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(store)}))
+    except BuildError as exc:
+        raise StartupError(str(exc)) from exc
+    return store, f"model dir {model_dir}"
+
+
+def texts():
+    """Return the sentences to send: SST-2 dev when ../shared has it, else synthetic ones."""
+    if DEV_TSV.is_file():
+        rows = DEV_TSV.read_text(encoding="utf-8").splitlines()[1:]
+        return [row.split("\t")[0].strip() for row in rows if row.strip()]
+    words = [
+        "the",
+        "film",
+        "was",
+        "a",
+        "truly",
+        "good",
+        "bad",
+        "dull",
+        "moving",
+        "long",
+        "short",
+        "story",
+        "of",
+        "love",
+        "and",
+        "time",
+    ]
+    return [" ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 25)) for i in range(872)]
+
+
+def component_groups(settings):
+    """Return {component: [process group IDs]} of the running stack."""
+    groups = running_groups(settings)
+    return {
+        "torchserve": [groups["torchserve"]],
+        "facades": [pgid for name, pgid in groups.items() if name.startswith("facade-")],
+        "nginx": [groups["nginx"]],
+    }
+
+
+def rss_mb(pgids):
+    """Return the summed RSS of every live process of the groups, in MB."""
+    return group_usage(pgids)[1] / 1e6
+
+
+class RssSampler:
+    """Samples each component's RSS every interval_s (the first sample at once) until stopped."""
+
+    def __init__(self, components, interval_s, started_at):
+        self.components = components
+        self.interval_s = interval_s
+        self.started_at = started_at
+        self.samples = []  # (seconds since started_at, {component: MB})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+    def _run(self):
+        while True:
+            sample = {name: rss_mb(pgids) for name, pgids in self.components.items()}
+            self.samples.append((time.monotonic() - self.started_at, sample))
+            print(row(self.samples[-1][0], sample), flush=True)
+            if self._stop.wait(self.interval_s):
+                return
+
+
+def row(seconds, sample):
+    """Return one line of the RSS table."""
+    return f"{seconds:>7.1f}  " + "  ".join(f"{sample[name]:>12.1f}" for name in COMPONENTS)
+
+
+def growth(samples):
+    """Return {component: relative growth of the largest later sample over the first}."""
+    first = samples[0][1]
+    later = [sample for _, sample in samples[1:]] or [first]
+    return {name: max(sample[name] for sample in later) / first[name] - 1 for name in COMPONENTS}
+
+
+def verdict(summary, growths, max_growth):
+    """Return the list of failed checks (empty: the soak passed)."""
+    failures = []
+    if summary["status_5xx_other"]:
+        failures.append(f"{summary['status_5xx_other']} answers were 5xx other than 503")
+    if summary["status_4xx"] or summary["status_other"]:
+        failures.append(f"{summary['status_4xx'] + summary['status_other']} answers were neither 2xx nor 5xx")
+    sockets = {key: summary[key] for key in ("errors_connect", "errors_read", "errors_write", "errors_timeout")}
+    if any(sockets.values()):
+        failures.append(f"socket errors or timeouts: {sockets}")
+    if summary["status_2xx"] == 0:
+        failures.append("no request succeeded")
+    for name, value in growths.items():
+        if value > max_growth:
+            failures.append(f"{name} RSS grew {value:.1%} after the warm-up (limit {max_growth:.0%})")
+    return failures
+
+
+def load(url, bodies, concurrency, duration_s):
+    """Run wrk with per-status counts; return its summary."""
+    os.environ["WRK_STATUS_COUNTS"] = "1"  # bench/post.lua counts answers by status class
+    timeout_s = 30  # above nginx's proxy_read_timeout: a hang shows up as an nginx 504 first
+    return wrk_summary(start_wrk(url, bodies, concurrency, duration_s, timeout_s=timeout_s))
+
+
+def soak(args, settings, bodies):
+    """Warm up and run the soak against a started stack; return (summary, samples)."""
+    components = component_groups(settings)
+    print(f"warm-up: {args.warmup:.0f} s at concurrency {args.concurrency}", flush=True)
+    load(settings.url, bodies, args.concurrency, max(1, round(args.warmup)))
+    print(f"\nsoak: {args.duration:.0f} s at concurrency {args.concurrency}; RSS (MB) every {args.sample_interval:g} s")
+    print(f"{'t (s)':>7}  " + "  ".join(f"{name:>12}" for name in COMPONENTS), flush=True)
+    with RssSampler(components, args.sample_interval, time.monotonic()) as sampler:
+        summary = load(settings.url, bodies, args.concurrency, max(1, round(args.duration)))
+    # One more sample right after the load: the memory it left behind.
+    last = {name: rss_mb(pgids) for name, pgids in components.items()}
+    sampler.samples.append((time.monotonic() - sampler.started_at, last))
+    print(row(sampler.samples[-1][0], last) + "  (end)", flush=True)
+    return summary, sampler.samples
+
+
+def report(summary, samples, growths):
+    """Print the latency, status and growth summary; return it as a dict."""
+    seconds = summary["duration_us"] / 1e6
+    result = {
+        "requests": summary["requests"],
+        "requests_per_s": round(summary["requests"] / seconds, 1),
+        "p50_ms": summary["p50_us"] / 1000,
+        "p95_ms": summary["p95_us"] / 1000,
+        "p99_ms": summary["p99_us"] / 1000,
+        "max_ms": summary["max_us"] / 1000,
+        "statuses": {key.removeprefix("status_"): summary[key] for key in summary if key.startswith("status_")},
+        "socket_errors": sum(summary[key] for key in ("errors_connect", "errors_read", "errors_write")),
+        "timeouts": summary["errors_timeout"],
+        "rss_mb_first": {name: round(samples[0][1][name], 1) for name in COMPONENTS},
+        "rss_mb_max_later": {name: round(max(s[name] for _, s in samples[1:] or samples), 1) for name in COMPONENTS},
+        "rss_growth": {name: round(value, 4) for name, value in growths.items()},
+    }
+    print(
+        f"\nrequests: {result['requests']} in {seconds:.1f} s ({result['requests_per_s']}/s); "
+        f"latency p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
+        f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms"
+    )
+    print(
+        f"answers by status: {result['statuses']}; "
+        f"socket errors {result['socket_errors']}, timeouts {result['timeouts']}"
+    )
+    print("RSS growth after warm-up: " + ", ".join(f"{name} {value:+.1%}" for name, value in growths.items()))
+    print("SOAK_JSON " + json.dumps(result), flush=True)
+    return result
+
+
+def main(argv=None):
+    """Command-line entry point."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    (PROJECT_DIR / "run").mkdir(exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=PROJECT_DIR / "run"))
+    failures = ["the soak did not finish"]
+    try:
+        store, serving = model_store_for(args, work_dir)
+        settings = soak_settings(work_dir, store)
+        bodies = write_bodies(texts(), work_dir / "bodies.txt")
+        print(f"starting a private stack at {settings.url} serving {serving} (files in {work_dir})", flush=True)
+        started = time.monotonic()
+        up(settings)
+        print(f"ready after {time.monotonic() - started:.1f} s", flush=True)
+    except (StartupError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary, samples = soak(args, settings, bodies)
+        growths = growth(samples)
+        report(summary, samples, growths)
+        failures = verdict(summary, growths, args.max_growth)
+    finally:
+        down(settings, quiet=True)
+        if failures or args.keep:
+            print(f"logs kept in {work_dir / 'logs'}")
+        elif work_dir.parent == PROJECT_DIR / "run" and work_dir.name.startswith("soak-"):
+            shutil.rmtree(work_dir)  # made by mkdtemp above
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    print("PASS" if not failures else "FAILED")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
