@@ -12,8 +12,37 @@ from pathlib import Path
 from scripts.processes import process_table
 
 POST_SCRIPT = Path(__file__).resolve().parent / "post.lua"
+SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+DEV_TSV = Path(os.environ.get("BENCH_DEV_TSV") or SHARED_DIR / "data" / "sst2" / "dev.tsv")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def labelled_sentences():
+    """Return SST-2 dev as (sentence, label); a synthetic set when the file is absent."""
+    if DEV_TSV.is_file():
+        rows = [line.split("\t") for line in DEV_TSV.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+        return [(sentence.strip(), int(label)) for sentence, label in rows]
+    print(f"note: {DEV_TSV} not found; using synthetic sentences (no accuracy figures)")
+    words = [
+        "the",
+        "film",
+        "was",
+        "a",
+        "truly",
+        "good",
+        "bad",
+        "dull",
+        "moving",
+        "long",
+        "short",
+        "story",
+        "of",
+        "love",
+        "and",
+        "time",
+    ]
+    return [(" ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 25)), i % 2) for i in range(872)]
 
 
 def wrk_binary():

@@ -30,7 +30,7 @@ sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "handler")]
 from build_mar import BuildSettings, build  # noqa: E402
 
 from bench.inprocess import in_process_point, loaded_handler  # noqa: E402
-from bench.load import measure, write_bodies  # noqa: E402
+from bench.load import DEV_TSV, labelled_sentences, measure, write_bodies  # noqa: E402
 from bench.report import headline, write_markdown, write_plot  # noqa: E402
 from bench.timing_model import build_timing_model  # noqa: E402
 from scripts.processes import http_status, start_group, stop_group, wait_until  # noqa: E402
@@ -39,7 +39,6 @@ from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchs
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 STANDIN_DIR = Path(os.environ.get("BENCH_STANDIN_DIR") or SHARED_DIR / "models" / "minilm-sst2")
-DEV_TSV = Path(os.environ.get("BENCH_DEV_TSV") or SHARED_DIR / "data" / "sst2" / "dev.tsv")
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 WORK_DIR = PROJECT_DIR / "run" / "bench"
 CONCURRENCIES = (1, 8, 32, 64)
@@ -50,33 +49,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def labelled_sentences():
-    """Return SST-2 dev as (sentence, label); a synthetic set when the file is absent."""
-    if DEV_TSV.is_file():
-        rows = [line.split("\t") for line in DEV_TSV.read_text(encoding="utf-8").splitlines()[1:]]
-        return [(sentence.strip(), int(label)) for sentence, label in rows]
-    print(f"note: {DEV_TSV} not found; using synthetic sentences (no accuracy figures)")
-    words = [
-        "the",
-        "film",
-        "was",
-        "a",
-        "truly",
-        "good",
-        "bad",
-        "dull",
-        "moving",
-        "long",
-        "short",
-        "story",
-        "of",
-        "love",
-        "and",
-        "time",
-    ]
-    return [(" ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 25)), i % 2) for i in range(872)]
 
 
 def machine_info():

@@ -37,14 +37,13 @@ if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project import
 # The archive builder imports the handler's modules by their flat names, as inside the .mar.
 sys.path.insert(1, str(PROJECT_DIR / "handler"))
 
-from bench.load import group_usage, start_wrk, write_bodies, wrk_summary  # noqa: E402
+from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
 from scripts.processes import StartupError  # noqa: E402
 from scripts.stack import StackSettings, down, running_groups, up  # noqa: E402
 from scripts.torchserve import TorchServeSettings  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 STANDIN_DIR = SHARED_DIR / "models" / "minilm-sst2"
-DEV_TSV = SHARED_DIR / "data" / "sst2" / "dev.tsv"
 PROJECT_MAR = PROJECT_DIR / "model-store" / "sentiment.mar"
 COMPONENTS = ("torchserve", "facades", "nginx")
 
@@ -138,32 +137,6 @@ def model_store_for(args, work_dir):
     except BuildError as exc:
         raise StartupError(str(exc)) from exc
     return store, f"model dir {model_dir}"
-
-
-def texts():
-    """Return the sentences to send: SST-2 dev when ../shared has it, else synthetic ones."""
-    if DEV_TSV.is_file():
-        rows = DEV_TSV.read_text(encoding="utf-8").splitlines()[1:]
-        return [row.split("\t")[0].strip() for row in rows if row.strip()]
-    words = [
-        "the",
-        "film",
-        "was",
-        "a",
-        "truly",
-        "good",
-        "bad",
-        "dull",
-        "moving",
-        "long",
-        "short",
-        "story",
-        "of",
-        "love",
-        "and",
-        "time",
-    ]
-    return [" ".join(words[(i * 7 + j) % len(words)] for j in range(5 + i % 25)) for i in range(872)]
 
 
 def component_groups(settings):
@@ -303,7 +276,7 @@ def main(argv=None):
     try:
         store, serving = model_store_for(args, work_dir)
         settings = soak_settings(work_dir, store)
-        bodies = write_bodies(texts(), work_dir / "bodies.txt")
+        bodies = write_bodies([text for text, _ in labelled_sentences()], work_dir / "bodies.txt")
         print(f"starting a private stack at {settings.url} serving {serving} (files in {work_dir})", flush=True)
         started = time.monotonic()
         up(settings)
