@@ -1,6 +1,7 @@
 """Real servers on loopback: free ports, start, and stop with nothing left behind."""
 
 import socket
+import subprocess
 
 import pytest
 from build_mar import BuildSettings, build
@@ -8,7 +9,7 @@ from build_mar import BuildSettings, build
 from scripts.processes import group_members, http_status
 from scripts.stack import StackSettings, down, running_groups, up
 from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
-from tests.conftest import STANDIN_MODEL_DIR
+from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
 
 
 def free_port():
@@ -54,6 +55,29 @@ def stack_settings(tmp_path):
     )
 
 
+def stop_stack(settings, processes):
+    """Stop a whole stack, reap the servers started for it, and check no process of it is left."""
+    groups = running_groups(settings)
+    down(settings, quiet=True)
+    for process in processes:
+        process.wait(timeout=10)  # reaped already when its group was stopped earlier: returns at once
+    for pgid in groups.values():
+        assert group_members(pgid) == []
+
+
+def run_make(*arguments, env):
+    """Run a make target of the project as a user would; return the finished process."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *arguments],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def build_archive(model_dir, settings):
     """Build the project's .mar from `model_dir` into the instance's model store."""
     build(BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(settings.model_store)}))
@@ -94,9 +118,4 @@ def shared_stack(tmp_path_factory, serving_model_dir):
     build_archive(serving_model_dir, settings.torchserve)
     processes = up(settings)
     yield settings
-    groups = running_groups(settings)
-    down(settings, quiet=True)
-    for process in processes.values():
-        process.wait(timeout=10)
-    for pgid in groups.values():
-        assert group_members(pgid) == []
+    stop_stack(settings, processes.values())

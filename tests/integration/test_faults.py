@@ -21,7 +21,7 @@ import requests
 from scripts.processes import group_members, http_status, stop_group, wait_until
 from scripts.stack import down, running_groups, start_facade, up
 from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.integration.conftest import build_archive, stack_settings
+from tests.integration.conftest import build_archive, stack_settings, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -164,15 +164,6 @@ def record_group(settings, name, process):
     groups = running_groups(settings)
     groups[name] = process.pid
     settings.state_file.write_text(json.dumps({"url": settings.url, "groups": groups}))
-
-
-def stop_stack(settings, processes):
-    groups = running_groups(settings)
-    down(settings, quiet=True)
-    for process in processes:
-        process.wait(timeout=10)  # reaped already when its group was stopped earlier: returns at once
-    for pgid in groups.values():
-        assert group_members(pgid) == []
 
 
 def build_slow_archive(work_dir, model_store):

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import down, running_groups, start_facade, up
+from scripts.stack import running_groups, start_facade, up
 from scripts.torchserve import start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
-from tests.integration.conftest import build_archive, stack_settings
+from tests.integration.conftest import build_archive, run_make, stack_settings, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +27,7 @@ def stack(tmp_path_factory, serving_model_dir):
     build_archive(serving_model_dir, settings.torchserve)
     STARTED.extend(up(settings).values())
     yield settings
-    groups = running_groups(settings)
-    down(settings, quiet=True)
-    for process in STARTED:
-        process.wait(timeout=10)
-    for pgid in groups.values():
-        assert group_members(pgid) == []
+    stop_stack(settings, STARTED)
 
 
 def replace_group(stack, name, process):
@@ -216,15 +211,7 @@ def test_make_up_then_make_down_leaves_no_process(tmp_path, tiny_model_dir):
     }
 
     def make(target):
-        return subprocess.run(
-            ["make", "--no-print-directory", target],
-            cwd=PROJECT_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return run_make(target, env=env)
 
     started = make("up")
     assert started.returncode == 0, started.stdout + started.stderr

@@ -2,7 +2,6 @@
 
 import os
 import socket
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,8 +10,7 @@ from transformers import pipeline
 
 from scripts.processes import group_members
 from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.conftest import PROJECT_DIR
-from tests.integration.conftest import build_archive, torchserve_settings
+from tests.integration.conftest import build_archive, run_make, torchserve_settings
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +66,7 @@ def test_a_malformed_request_gets_a_json_400(torchserve):
 def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):
     env = {**os.environ, "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url}
     for workers in (3, 1):
-        result = subprocess.run(
-            ["make", "--no-print-directory", "scale-workers", f"N={workers}"],
-            cwd=PROJECT_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = run_make("scale-workers", f"N={workers}", env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("READY") == workers
         assert ready_worker_count(torchserve) == workers
