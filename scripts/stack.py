@@ -215,6 +215,15 @@ def up(settings):
             log_path=settings.log_dir,
             process=nginx,
         )
+        # Ready through nginx needs one facade; "up" means every replica serves.
+        for port in settings.facade_ports:
+            wait_until(
+                lambda port=port: http_status(f"http://127.0.0.1:{port}/healthz") == 200,
+                timeout_s=settings.start_timeout_s,
+                what=f"the facade on port {port}",
+                log_path=settings.log_dir / f"facade-{port}.log",
+                process=processes[f"facade-{port}"],
+            )
     except BaseException:
         down(settings, quiet=True)
         raise
