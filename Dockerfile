@@ -13,13 +13,19 @@
 # handler/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
 # from pyproject.toml), except the CPU torch wheel, pinned by version (see the torchserve build).
 # docker-compose.yml adds read-only root filesystems, memory limits and no capabilities.
-# Base images: python:3.11-slim and debian:bookworm-slim, from a registry or, on an air-gapped
-# host, the local stand-ins made by scripts/build-base-images.sh.
+# Base images are build arguments: the official python:3.11-slim and debian:bookworm-slim by
+# default. An air-gapped host names its own instead, e.g. the local stand-ins that
+# .ci/build-base-images.sh makes (`make docker-up OFFLINE_BASES=1`, or
+# `docker build --build-arg PYTHON_IMAGE=sentiment-local/python:3.11-slim ...`).
+# The locks carry the wheels of linux/amd64 and linux/arm64 (CPython 3.11, glibc 2.36).
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # ----------------------------------------------------------------------------------------- nginx
-# Debian's nginx (1.22) on debian:bookworm-slim. The entrypoint renders nginx/nginx.conf.template
-# into /tmp/nginx and execs nginx as PID 1; logs go to the container's stdout/stderr.
-FROM debian:bookworm-slim AS nginx
+# Debian's nginx (1.22) on DEBIAN_IMAGE (debian:bookworm-slim). The entrypoint renders
+# nginx/nginx.conf.template into /tmp/nginx and execs nginx as PID 1; logs go to the container's
+# stdout/stderr.
+FROM ${DEBIAN_IMAGE} AS nginx
 
 RUN set -eux; \
     apt-get update; \
@@ -66,7 +72,7 @@ ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
 # imports torch), exactly as facade/requirements.lock pins them: every file is checked against its
 # sha256 (--require-hashes), nothing unlisted is pulled in (--no-deps), and `pip check` proves the
 # set complete. The lock comes from pyproject.toml's `facade` group (scripts/lock.py, `make lock`).
-FROM python:3.11-slim AS facade-build
+FROM ${PYTHON_IMAGE} AS facade-build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -82,7 +88,7 @@ RUN set -eux; \
 # ---------------------------------------------------------------------------------------- facade
 # Gunicorn is PID 1: it turns SIGTERM into a graceful stop (FACADE_GRACEFUL_TIMEOUT_S) and reaps
 # its own workers.
-FROM python:3.11-slim AS facade
+FROM ${PYTHON_IMAGE} AS facade
 
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
@@ -107,7 +113,7 @@ CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
 # ------------------------------------------------------------------------------ torchserve build
 # CPU-only torch, then the handler's dependencies exactly as handler/requirements.lock pins them
 # (hashes checked, --no-deps, then `pip check`), in a venv that the final stage copies.
-FROM python:3.11-slim AS torchserve-build
+FROM ${PYTHON_IMAGE} AS torchserve-build
 
 # torch comes from the PyTorch CPU wheel index, or, when the build context's wheels/ holds a torch
 # wheel (`make docker-wheels`), from there without any index: the offline path. Plain PyPI is
@@ -123,14 +129,15 @@ RUN python -m venv /opt/venv
 COPY wheels/ /tmp/wheels/
 RUN set -eux; \
     pip=/opt/venv/bin/pip; \
-    if ls /tmp/wheels/torch-"$TORCH_VERSION"*.whl >/dev/null 2>&1; then \
+    # Only a wheel for this build's architecture counts (wheels/ may hold another machine's).
+    if ls /tmp/wheels/torch-"$TORCH_VERSION"*_"$(uname -m)".whl >/dev/null 2>&1; then \
         echo "torch: from the build context's wheels/ (offline)"; \
         "$pip" install --quiet --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
         echo "torch: from $TORCH_INDEX_URL"; \
         "$pip" install --quiet --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     else \
-        echo "error: TORCH_INDEX_URL is empty and wheels/ holds no torch-$TORCH_VERSION wheel;" \
+        echo "error: TORCH_INDEX_URL is empty and wheels/ holds no torch-$TORCH_VERSION wheel for $(uname -m);" \
              "run 'make docker-wheels' or set TORCH_INDEX_URL to a CPU wheel index" >&2; \
         exit 1; \
     fi
@@ -154,7 +161,7 @@ RUN set -eux; \
 # ------------------------------------------------------------------------------------ torchserve
 # TorchServe (Java 17 frontend + Python workers) serving model-store/sentiment.mar. The same image
 # runs the one-shot `model` service (handler/prepare_store.py) that fills the model store volume.
-FROM python:3.11-slim AS torchserve
+FROM ${PYTHON_IMAGE} AS torchserve
 
 RUN set -eux; \
     apt-get update; \

@@ -25,42 +25,50 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(VENV)/.installed ## Install system packages (Java, nginx) and the .venv with every component's dependencies
+install: $(VENV)/.installed ## Install what the service needs: Java, nginx (apt) and the .venv with torch, handler and facade groups
 
 $(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh service
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet --group handler --group facade --group dev
+	$(BIN)/pip install --quiet --group handler --group facade
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$(TORCH_VERSION)') else 'torch ' + torch.__version__ + ' is installed, expected $(TORCH_VERSION)')"
 	touch $@
 
+.PHONY: install-dev
+install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: the dev group, Chromium and its driver, wrk
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh test
+	$(BIN)/pip install --quiet --group dev
+	touch $@
+
 .PHONY: lint
-lint: install ## Check style with ruff
+lint: install-dev ## Check style with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 .PHONY: fmt
-fmt: install ## Reformat the code with ruff
+fmt: install-dev ## Reformat the code with ruff
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: install ## Run every test: unit, integration (real TorchServe/Gunicorn/nginx) and docker
+test: install-dev ## Run every test: unit, integration (real TorchServe/Gunicorn/nginx) and docker
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests/unit tests/integration tests/docker
 
 .PHONY: test-unit
-test-unit: install ## Run the unit tests only (seconds, no servers)
+test-unit: install-dev ## Run the unit tests only (seconds, no servers)
 	$(BIN)/python -m pytest tests/unit
 
 .PHONY: test-integration
-test-integration: install ## Run the integration tests only (real servers on loopback)
+test-integration: install-dev ## Run the integration tests only (real servers on loopback)
 	$(BIN)/python -m pytest tests/integration
 
 .PHONY: test-browser
-test-browser: install ## Browser test only (headless Debian Chromium); screenshots in test-artifacts/
+test-browser: install-dev ## Browser test only (headless Debian Chromium); screenshots in test-artifacts/
 	$(BIN)/python -m pytest tests/integration/test_browser.py
 
 .PHONY: smoke
@@ -68,7 +76,7 @@ smoke: install ## Quick smoke load against the running stack: 200 requests, 8 at
 	$(BIN)/python test_app.py --url http://127.0.0.1:$${HTTP_PORT:-8080}/ --requests 200 --concurrency 8
 
 .PHONY: lock
-lock: install ## Re-lock the images' Python dependencies (facade/ and handler/requirements.lock) from pyproject.toml
+lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml for linux/amd64 + arm64 (uv)
 	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python scripts/lock.py
 
 .PHONY: mar
@@ -93,7 +101,7 @@ logs: ## Show where the native stack logs, with the last lines of each log
 	$(BIN)/python scripts/stack.py logs
 
 .PHONY: bench
-bench: install ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
+bench: install-dev ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
 	$(BIN)/pip install --quiet --group bench
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
 
@@ -101,11 +109,11 @@ DURATION ?= 300
 EXAMPLES ?= 2000
 
 .PHONY: soak
-soak: install ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
+soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
 	$(BIN)/python scripts/soak.py --duration $(DURATION)
 
 .PHONY: fuzz
-fuzz: install ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
+fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
 	FUZZ_EXAMPLES=$(EXAMPLES) FUZZ_SEED=random $(BIN)/python -m pytest tests/integration/test_fuzz.py -s
 
 .PHONY: scale-workers
@@ -118,28 +126,48 @@ scale-workers: install ## Scale TorchServe workers for the model: make scale-wor
 COMPOSE ?= $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi))$(COMPOSE)
 SCALE ?= 2
 DOCKER_WAIT_S ?= 300
-DOCKER_BASE_IMAGES := python:3.11-slim debian:bookworm-slim
+# Base images: the Dockerfile's PYTHON_IMAGE and DEBIAN_IMAGE build arguments, which Compose passes
+# from the environment or .env (defaults: the official images). OFFLINE_BASES=1 builds on local
+# stand-ins instead, made under their own names by .ci/build-base-images.sh (root, Debian; for
+# hosts without a registry, such as the CI's).
+OFFLINE_BASES ?=
+STANDIN_PYTHON_IMAGE := sentiment-local/python:3.11-slim
+STANDIN_DEBIAN_IMAGE := sentiment-local/debian:bookworm-slim
 WHEEL_PIP = $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PYTHON) -m pip)
 # Compose resolves a relative bind-mount path against the compose file's dir and takes a bare name
 # for a volume: hand it an absolute MODEL_DIR.
-DOCKER_ENV = MODEL_DIR=$(if $(MODEL_DIR),$(abspath $(MODEL_DIR)),)
+DOCKER_ENV = MODEL_DIR=$(if $(MODEL_DIR),$(abspath $(MODEL_DIR)),) \
+    $(if $(filter 1,$(OFFLINE_BASES)),PYTHON_IMAGE=$(STANDIN_PYTHON_IMAGE) DEBIAN_IMAGE=$(STANDIN_DEBIAN_IMAGE),)
 
 .PHONY: docker-engine
-docker-engine: ## Make sure a Docker engine runs (apt-installs docker.io/docker-compose if missing; root)
-	bash scripts/docker-engine.sh
+docker-engine: ## Start a Docker engine on a Debian host without systemd (apt-installs docker.io if missing; root; CI)
+	bash .ci/docker-engine.sh
 
 .PHONY: docker-bases
-docker-bases: docker-engine ## Make sure python:3.11-slim and debian:bookworm-slim exist: pulled, else local stand-ins
-	@missing=; \
-	for image in $(DOCKER_BASE_IMAGES); do \
+docker-bases: ## Make sure the base images exist: pulled (PYTHON_IMAGE, DEBIAN_IMAGE), or with OFFLINE_BASES=1 local stand-ins
+	@timeout 10 docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers 'docker info': start yours (e.g. systemctl start docker; on a Debian host without systemd, as root: make docker-engine)" >&2; exit 1; }
+ifeq ($(OFFLINE_BASES),1)
+	bash .ci/build-base-images.sh
+endif
+	@images="$$($(DOCKER_ENV) $(COMPOSE) config | sed -nE 's/^ *(PYTHON|DEBIAN)_IMAGE: *//p' | tr -d "'\"" | sort -u)"; \
+	[ -n "$$images" ] || { echo "error: '$(COMPOSE) config' names no PYTHON_IMAGE/DEBIAN_IMAGE build argument" >&2; exit 1; }; \
+	for image in $$images; do \
+	    label="$$(docker image inspect -f '{{index .Config.Labels "org.sentiment.standin"}}' $$image 2>/dev/null)"; \
+	    if [ "$$label" = 1 ] && [ "$${image%%/*}" = "$$image" ]; then \
+	        echo "error: $$image on this host is a local stand-in that an earlier version of this project built" \
+	             "under the official name; remove it (docker image rm $$image) so that the official image is" \
+	             "pulled, or build on stand-ins: make docker-up OFFLINE_BASES=1" >&2; \
+	        exit 1; \
+	    fi; \
 	    docker image inspect $$image >/dev/null 2>&1 && continue; \
 	    echo "pulling $$image"; \
-	    docker pull --quiet $$image >/dev/null 2>&1 || missing="$$missing $$image"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "no registry answered for$$missing: building local stand-ins (scripts/build-base-images.sh)"; \
-	    bash scripts/build-base-images.sh; \
-	fi
+	    docker pull --quiet $$image >/dev/null || { \
+	        echo "error: could not pull $$image (docker's message above). Without a registry, build on local" \
+	             "stand-ins instead: make docker-up OFFLINE_BASES=1 (debootstraps sentiment-local/* images; root," \
+	             "Debian), or set PYTHON_IMAGE / DEBIAN_IMAGE to base images this host has" >&2; \
+	        exit 1; \
+	    }; \
+	done
 
 .PHONY: docker-wheels
 docker-wheels: ## Put the CPU torch wheel into wheels/ for offline image builds (from pip's local find-links, or with TORCH_INDEX_URL=)
@@ -173,5 +201,5 @@ docker-down: ## Remove the stack's containers, networks and volumes (the model s
 	$(DOCKER_ENV) $(COMPOSE) down -v --remove-orphans
 
 .PHONY: test-docker
-test-docker: install ## Run the Docker tests only (builds the images, starts a private stack on free ports)
+test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)
 	$(BIN)/python -m pytest tests/docker

@@ -4,15 +4,16 @@
     handler/requirements.lock  <- [dependency-groups] handler  (the sentiment-torchserve image)
                                   plus torch's own dependencies, but not torch
 
-Every line is `name==version --hash=sha256:<digest>`: the one file pip's resolver picked for the
-images' platform (Linux x86_64, CPython 3.11, wheels only) from PyPI. The Dockerfile installs
-them with `pip install --require-hashes --no-deps -r <lock>` and then runs `pip check`, so an
-image gets exactly these files or the build fails.
-
-The resolver is pip's own (`pip install --dry-run --ignore-installed --report`), run in isolated
-mode with no pip configuration, so nothing installed here and no local index or wheelhouse can
-leak into a lock. It must run on CPython 3.11 on Linux x86_64 (environment markers are evaluated
-against the running interpreter) with pip >= 25.1 (`--group`): the project's .venv.
+The resolver is uv's (`uv pip compile`, pinned in pyproject.toml's dev group), run once per image
+platform in PLATFORMS (linux/amd64 and linux/arm64: CPython 3.11 on glibc 2.36, i.e. Debian
+bookworm as in python:3.11-slim; wheels only; PyPI), with no uv configuration, so nothing installed
+here and no local index or wheelhouse can leak into a lock. Both platforms must resolve to the
+same versions. Each pin then carries the sha256 of every wheel that either platform may install,
+and a comment under it names each of those files: a reader, and tests/unit/test_docker_files.py,
+can see which file serves which platform. The Dockerfile installs a lock with
+`pip install --require-hashes --no-deps -r <lock>` and then runs `pip check`, so an image gets
+exactly these files, on either platform, or the build fails; after writing the locks, this script
+checks that with pip itself (a dry run of that install for each platform).
 
 torch is not in the handler lock: its CPU wheel comes from the PyTorch CPU index or the build
 context's wheels/, not from PyPI (whose torch is the multi-GB CUDA build), and the Dockerfile
@@ -24,14 +25,15 @@ wheels/ when there is one, else TORCH_INDEX_URL (empty: pip's own configured sou
 import argparse
 import json
 import os
-import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PYPROJECT = PROJECT_DIR / "pyproject.toml"
@@ -43,7 +45,11 @@ IMAGES = {"facade": "sentiment-facade", "handler": "sentiment-torchserve"}
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 DEFAULT_TORCH_VERSION = "2.13.0"
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
-PLATFORM = "Linux x86_64, CPython 3.11 (the images' python:3.11-slim), wheels only"
+PYTHON_VERSION = "3.11"
+# The images' platforms (Docker's name -> machine), on glibc 2.36: Debian bookworm's, the base of
+# python:3.11-slim.
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+GLIBC_MINOR = 36
 # Distributions that only a CUDA build of torch depends on.
 CUDA_ONLY = re.compile(r"^(nvidia-|triton\b|cuda-)", re.IGNORECASE)
 
@@ -57,25 +63,23 @@ def normalize(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def check_interpreter():
-    """Refuse to lock from an interpreter whose markers and wheel tags differ from the images'."""
-    here = (platform.python_implementation(), sys.version_info[:2], platform.system(), platform.machine())
-    if here != ("CPython", (3, 11), "Linux", "x86_64"):
-        raise LockError(f"run this with CPython 3.11 on Linux x86_64 (the images' platform), not {here}")
+def uv_command():
+    """Return the uv executable: the one beside this interpreter (the venv's), else the first on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.is_file() else shutil.which("uv")
+    if not found:
+        raise LockError("uv is not installed: run `make install-dev` (pyproject.toml's dev group pins it)")
+    return found
 
 
-def check_pip():
-    """Refuse a pip without dependency groups (`--group` came with pip 25.1)."""
-    result = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=False)
-    match = re.match(r"pip (\d+)\.(\d+)", result.stdout)
-    if not match or (int(match.group(1)), int(match.group(2))) < (25, 1):
-        found = (result.stdout or result.stderr).strip()
-        raise LockError(f"needs pip >= 25.1 (for --group) in {sys.executable}, found: {found}")
+def clean_env(prefix):
+    """Return this environment without the variables that configure a tool (PIP_*, UV_*)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefix)}
 
 
 def pip_env():
     """Return an environment for pip without any pip configuration (files or PIP_* variables)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env = clean_env("PIP_")
     env["PIP_CONFIG_FILE"] = os.devnull
     return env
 
@@ -84,12 +88,7 @@ def run_pip(args, *, isolated=True):
     """Run `python -m pip <args>`; raise LockError with pip's output when it fails."""
     command = [sys.executable, "-m", "pip", *args]
     result = subprocess.run(
-        command,
-        cwd=PROJECT_DIR,
-        env=pip_env() if isolated else None,
-        capture_output=True,
-        text=True,
-        check=False,
+        command, cwd=PROJECT_DIR, env=pip_env() if isolated else None, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise LockError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -109,7 +108,7 @@ def dry_run_report(args, *, isolated=True):
 
 
 def torch_requirements(version, index_url, wheels_dir):
-    """Return torch's own (non-extra) requirements and where its metadata came from."""
+    """Return torch's own (non-extra) requirements and the full version its metadata names."""
     wheels = sorted(wheels_dir.glob(f"torch-{version}*.whl")) if wheels_dir.is_dir() else []
     if wheels:
         with zipfile.ZipFile(wheels[0]) as wheel:
@@ -135,46 +134,120 @@ def torch_requirements(version, index_url, wheels_dir):
     return requires, full_version
 
 
-def resolve(requirements, index_url):
-    """Return [(name, version, sha256)] for what pip resolves `requirements` to, sorted by name."""
-    report = dry_run_report(["--index-url", index_url, "--only-binary", ":all:", *requirements])
-    pins = []
-    for item in report["install"]:
-        name, version = normalize(item["metadata"]["name"]), item["metadata"]["version"]
-        digest = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256")
-        if not digest:
-            raise LockError(f"pip reported no sha256 for {name}=={version} ({item['download_info'].get('url')})")
-        pins.append((name, version, digest))
-    return sorted(pins)
+def uv_platform(machine):
+    """Return uv's --python-platform for one of the images' machines."""
+    return f"{machine}-manylinux_2_{GLIBC_MINOR}"
+
+
+def manylinux_tags(machine):
+    """Return every manylinux platform tag a glibc 2.GLIBC_MINOR system installs on `machine`, best first."""
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags = []
+    for minor in range(GLIBC_MINOR, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{machine}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{machine}")
+    return tags
+
+
+def compile_for(group, extra_requirements, platform, index_url):
+    """Return {name: (version, {sha256: wheel file name})} that uv resolves a group to on one platform."""
+    with tempfile.TemporaryDirectory(prefix="lock-") as temp:
+        extra = Path(temp) / "extra.in"
+        extra.write_text("".join(f"{req}\n" for req in extra_requirements))
+        output = Path(temp) / "pylock.toml"
+        command = [
+            uv_command(), "pip", "compile", str(extra), f"--group={PYPROJECT}:{group}",
+            "--no-config", "--quiet", "--format=pylock.toml", f"--output-file={output}",
+            f"--python-version={PYTHON_VERSION}", f"--python-platform={platform}",
+            "--only-binary=:all:", f"--index-url={index_url}",
+        ]  # fmt: skip
+        env = clean_env("UV_")
+        if "UV_CACHE_DIR" in os.environ:
+            env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
+        result = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LockError(f"uv could not resolve `{group}` for {platform}:\n{result.stderr[-3000:]}")
+        packages = tomllib.loads(output.read_text())["packages"]
+    resolved = {}
+    for package in packages:
+        files = {}
+        for wheel in package.get("wheels", []):
+            files[wheel["hashes"]["sha256"]] = unquote(Path(urlparse(wheel["url"]).path).name)
+        if not files:
+            raise LockError(f"{package['name']}=={package['version']} has no wheel for {platform} on {index_url}")
+        resolved[normalize(package["name"])] = (package["version"], files)
+    return resolved
+
+
+def resolve(group, extra_requirements, index_url):
+    """Return {name: (version, {sha256: file name})}: one version per package, wheels of every platform."""
+    per_platform = {
+        docker: compile_for(group, extra_requirements, uv_platform(machine), index_url)
+        for docker, machine in PLATFORMS.items()
+    }
+    versions = {docker: {name: pin[0] for name, pin in pins.items()} for docker, pins in per_platform.items()}
+    (first, first_versions), *others = versions.items()
+    for other, other_versions in others:
+        if other_versions != first_versions:
+            differ = sorted(set(first_versions.items()) ^ set(other_versions.items()))
+            raise LockError(
+                f"`{group}` resolves differently on {first} and {other}: {differ}; "
+                "pin the differing packages in pyproject.toml so that both platforms share one version"
+            )
+    merged = {}
+    for pins in per_platform.values():
+        for name, (version, files) in pins.items():
+            merged.setdefault(name, (version, {}))[1].update(files)
+    return dict(sorted(merged.items()))
 
 
 def render(group, pins, notes):
     """Return the text of one lock file."""
     lock = LOCKS[group].relative_to(PROJECT_DIR)
+    platforms = ", ".join(f"{docker} ({uv_platform(machine)})" for docker, machine in PLATFORMS.items())
     header = [
-        f"# {lock}: every Python dependency of the {IMAGES[group]} image, pinned with its hash.",
-        f"# Generated by scripts/lock.py from pyproject.toml's dependency group `{group}`; do not edit.",
-        "# Regenerate after changing pyproject.toml: make lock (or .venv/bin/python scripts/lock.py).",
-        f"# Platform: {PLATFORM}; files from PyPI.",
+        f"# {lock}: every Python dependency of the {IMAGES[group]} image, pinned with its hashes.",
+        f"# Generated by scripts/lock.py (uv pip compile) from pyproject.toml's dependency group `{group}`;",
+        "# do not edit. Regenerate after changing pyproject.toml: make lock.",
+        f"# Platforms: {platforms}; CPython {PYTHON_VERSION}; wheels only; files from PyPI.",
+        "# Each pin has the sha256 of every wheel either platform may install; the comment under it names them.",
         f"# The Dockerfile installs it with: pip install --require-hashes --no-deps -r {lock} && pip check",
         *(f"# {line}" for line in notes),
     ]
-    body = [f"{name}=={version} --hash=sha256:{digest}" for name, version, digest in pins]
+    body = []
+    for name, (version, files) in pins.items():
+        ordered = sorted(files.items(), key=lambda item: item[1])
+        hashes = [f"    --hash=sha256:{digest}" for digest, _ in ordered]
+        body += [f"{name}=={version} \\", " \\\n".join(hashes)]
+        body += [f"    # {file} sha256:{digest}" for digest, file in ordered]
     return "\n".join([*header, *body]) + "\n"
 
 
-def group_requirements(group):
-    """Return the requirement strings of one of pyproject.toml's dependency groups."""
-    groups = tomllib.loads(PYPROJECT.read_text())["dependency-groups"]
-    return [req for req in groups[group] if isinstance(req, str)]
+def check_installable(path, machine, index_url):
+    """Raise LockError unless pip installs the lock on `machine` as the Dockerfile does (a dry run).
+
+    pip resolves for the image's platform (CPython 3.11, glibc 2.36, `machine`) from the index,
+    picks a wheel for every pin and checks it against the pin's hashes (--require-hashes), without
+    installing anything: a lock that names no usable wheel for the platform fails here.
+    """
+    platforms = [arg for tag in manylinux_tags(machine) for arg in ("--platform", tag)]
+    with tempfile.TemporaryDirectory(prefix="lock-") as temp:
+        run_pip([
+            "install", "--isolated", "--dry-run", "--ignore-installed", "--quiet", "--target", temp,
+            "--index-url", index_url, *platforms, "--implementation", "cp", "--python-version", PYTHON_VERSION,
+            "--abi", f"cp{PYTHON_VERSION.replace('.', '')}", "--abi", "abi3", "--abi", "none",
+            "--only-binary=:all:", "--require-hashes", "--no-deps", "-r", str(path),
+        ])  # fmt: skip
 
 
 def lock_texts(index_url, torch_version, torch_index_url, wheels_dir):
     """Return {group: lock file text} for both images."""
-    facade_pins = resolve([f"--group={PYPROJECT}:facade"], index_url)
+    facade_pins = resolve("facade", [], index_url)
     torch_reqs, torch_full_version = torch_requirements(torch_version, torch_index_url, wheels_dir)
-    handler_pins = resolve([f"--group={PYPROJECT}:handler", *torch_reqs], index_url)
-    handler_pins = [pin for pin in handler_pins if pin[0] != "torch"]
+    handler_pins = resolve("handler", torch_reqs, index_url)
+    if "torch" in handler_pins:
+        raise LockError(f"a handler dependency needs torch ({handler_pins['torch'][0]}), which is installed apart")
     torch_notes = [
         f"torch=={torch_version} itself is not here: its CPU wheel comes from the PyTorch CPU index or",
         "wheels/ (PyPI's torch is the multi-GB CUDA build), and the Dockerfile installs it first with",
@@ -201,8 +274,6 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     try:
-        check_interpreter()
-        check_pip()
         texts = lock_texts(args.index_url, args.torch_version, args.torch_index_url, PROJECT_DIR / "wheels")
     except LockError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -211,15 +282,24 @@ def main(argv=None):
     for group, text in texts.items():
         path = LOCKS[group]
         current = path.read_text() if path.is_file() else None
+        pins = len(re.findall(r"^\S+==", text, re.MULTILINE))
         if current == text:
-            print(f"{path.relative_to(PROJECT_DIR)} is up to date ({text.count('--hash=')} distributions).")
+            print(f"{path.relative_to(PROJECT_DIR)} is up to date ({pins} packages).")
             continue
         stale.append(path)
         if not args.check:
             path.write_text(text)
-            print(f"wrote {path.relative_to(PROJECT_DIR)} ({text.count('--hash=')} distributions).")
+            print(f"wrote {path.relative_to(PROJECT_DIR)} ({pins} packages, {text.count('--hash=')} wheels).")
     if args.check and stale:
         print(f"out of date: {', '.join(str(p.relative_to(PROJECT_DIR)) for p in stale)}; run `make lock`")
+        return 1
+    try:
+        for path in LOCKS.values():
+            for docker, machine in PLATFORMS.items():
+                check_installable(path, machine, args.index_url)
+                print(f"{path.relative_to(PROJECT_DIR)}: pip installs it on {docker} (dry run, hashes checked).")
+    except LockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

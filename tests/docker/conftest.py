@@ -1,10 +1,11 @@
 """A private Compose stack for the Docker tests: own project name, free loopback ports, torn down.
 
 The session-scoped `stack` fixture (one stack for every module here) makes sure an engine runs
-(scripts/docker-engine.sh), the base images exist (scripts/build-base-images.sh builds local
-stand-ins when they are missing), the local CPU torch wheel is in wheels/ (`make docker-wheels`),
-builds the images, starts the stack from the trained stand-in model in ../shared, measures a cold
-start, and always removes everything with the project's label at the end.
+(.ci/docker-engine.sh), builds on the local base-image stand-ins (.ci/build-base-images.sh makes
+them: the CI has no registry) unless PYTHON_IMAGE / DEBIAN_IMAGE name other base images, puts the
+local CPU torch wheel in wheels/ (`make docker-wheels`), builds the images, starts the stack from
+the trained stand-in model in ../shared, measures a cold start, and always removes everything with
+the project's label at the end.
 
 Modules run in file order (test_compose, test_faults, test_lockdown); a test marked `stops_stack`
 leaves the stack stopped, so it is moved behind every other test.
@@ -25,9 +26,16 @@ import requests
 
 from tests.conftest import PROJECT_DIR
 
-BASE_IMAGES = {"sentiment-torchserve": "python:3.11-slim", "sentiment-facade": "python:3.11-slim"}
+# The Dockerfile's base-image build arguments -> the stand-ins .ci/build-base-images.sh makes.
+STANDIN_BASES = {
+    "PYTHON_IMAGE": "sentiment-local/python:3.11-slim",
+    "DEBIAN_IMAGE": "sentiment-local/debian:bookworm-slim",
+}
+# What these tests build on: base images the environment names, else the stand-ins.
+BASES = {arg: os.environ.get(arg) or standin for arg, standin in STANDIN_BASES.items()}
+BASE_IMAGES = {"sentiment-torchserve": BASES["PYTHON_IMAGE"], "sentiment-facade": BASES["PYTHON_IMAGE"]}
 IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
-NGINX_BASE = "debian:bookworm-slim"
+NGINX_BASE = BASES["DEBIAN_IMAGE"]
 START_TIMEOUT_S = 300
 BUILD_TIMEOUT_S = 1500
 
@@ -155,21 +163,22 @@ class Stack:
 def ensure_engine():
     """Start (and if needed install) the Docker engine, or skip when this user cannot."""
     if os.geteuid() != 0 and not shutil.which("docker"):
-        pytest.skip("needs Docker: run as root (scripts/docker-engine.sh installs and starts it) or install it")
+        pytest.skip("needs Docker: run as root (.ci/docker-engine.sh installs and starts it) or install it")
     result = subprocess.run(
-        ["bash", "scripts/docker-engine.sh"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600, check=False
+        ["bash", ".ci/docker-engine.sh"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600, check=False
     )
     if result.returncode != 0:
         if os.geteuid() != 0:
             pytest.skip(f"no Docker engine answers and starting one needs root: {result.stderr.strip()[-300:]}")
-        pytest.fail(f"scripts/docker-engine.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        pytest.fail(f".ci/docker-engine.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
 def stack(standin_model_dir):
     """Build the images, start `up --build --scale app=3` in a private project; remove it afterwards."""
     ensure_engine()
-    run(["bash", "scripts/build-base-images.sh"], timeout=900)
+    if set(BASES.values()) & set(STANDIN_BASES.values()):
+        run(["bash", ".ci/build-base-images.sh"], timeout=900)
     run(["make", "--no-print-directory", "docker-wheels"], timeout=900)
 
     project = f"sentiment-test-{uuid.uuid4().hex[:8]}"
@@ -180,6 +189,7 @@ def stack(standin_model_dir):
         "HTTP_BIND": "127.0.0.1",
         "TORCHSERVE_MANAGEMENT_PORT": str(management_port),
         "MODEL_DIR": str(Path(standin_model_dir).resolve()),
+        **BASES,
     }
     for name in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "DOCKER_HOST"):
         env.pop(name, None)

@@ -2,9 +2,12 @@
 
 - every ${NGINX_*} placeholder of nginx/nginx.conf.template has an ENV default in the Dockerfile's
   nginx stage, and the entrypoint renders the template from whatever NGINX_* variables are set;
+- the base images are build arguments whose defaults are the official images, Compose passes them
+  through, and the local stand-ins never carry an official image's name;
 - facade/requirements.lock and handler/requirements.lock are in step with pyproject.toml's
-  dependency groups (edit a pin without `make lock` and this fails), hash every line, and leave
-  torch out; the Dockerfile installs each image from its lock;
+  dependency groups (edit a pin without `make lock` and this fails), hash every pin with a wheel
+  for each of the images' platforms (linux/amd64, linux/arm64), and leave torch out; the
+  Dockerfile installs each image from its lock;
 - docker-compose.yml locks every service down (the Docker tests check the running containers).
 """
 
@@ -17,10 +20,14 @@ import tomllib
 
 import pytest
 import yaml
+from packaging import tags
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
+from scripts.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
 from tests.conftest import PROJECT_DIR
+from tests.docker.conftest import STANDIN_BASES
 
 DOCKERFILE = PROJECT_DIR / "Dockerfile"
 COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
@@ -30,13 +37,21 @@ LOCKS = {
     "facade": PROJECT_DIR / "facade" / "requirements.lock",
     "handler": PROJECT_DIR / "handler" / "requirements.lock",
 }
-LOCK_LINE = re.compile(r"([a-z0-9]+(?:-[a-z0-9]+)*)==(\S+) --hash=sha256:([0-9a-f]{64})")
+# One pin, its continuation lines joined: `name==version --hash=sha256:... --hash=sha256:...`.
+LOCK_PIN = re.compile(r"([a-z0-9]+(?:-[a-z0-9]+)*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
+# Under each pin, one comment per hash naming its file.
+LOCK_FILE = re.compile(r"    # (\S+\.whl) sha256:([0-9a-f]{64})")
+OFFICIAL_BASES = {"PYTHON_IMAGE": "python:3.11-slim", "DEBIAN_IMAGE": "debian:bookworm-slim"}
 PLACEHOLDER = re.compile(r"\$\{(NGINX_[A-Za-z0-9_]+)\}")
 
 
 def dockerfile_stages():
-    """Return {stage name: [(INSTRUCTION, arguments)]}, continuation lines joined, comments dropped."""
-    stages, current, pending = {}, None, ""
+    """Return {stage name: [(INSTRUCTION, arguments)]}, continuation lines joined, comments dropped.
+
+    What comes before the first FROM (the global ARGs) is under the name "".
+    """
+    stages, pending = {"": []}, ""
+    current = stages[""]
     for line in DOCKERFILE.read_text().splitlines():
         if line.strip().startswith("#") or not line.strip():
             continue
@@ -68,18 +83,45 @@ def arg_default(stage, name):
     raise AssertionError(f"no ARG {name}=... in the {stage} stage")
 
 
-def read_lock(group):
-    """Return ({name: version}, header comment lines) of one lock file; every other line must be a pin."""
-    pins, header = {}, []
-    for line in LOCKS[group].read_text().splitlines():
-        if line.startswith("#"):
+def parse_lock(group):
+    """Return ({name: (version, {sha256: wheel file name})}, header comment lines) of one lock file.
+
+    Every line after the header must be part of a pin (`name==version`, its hashes) or name a file.
+    """
+    pins, header, name = {}, [], None
+    for line in LOCKS[group].read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("#") and not pins:
             header.append(line)
             continue
-        match = LOCK_LINE.fullmatch(line)
-        assert match, f"{LOCKS[group].name}: not `name==version --hash=sha256:...`: {line!r}"
-        assert match.group(1) not in pins, f"{match.group(1)} twice"
-        pins[match.group(1)] = match.group(2)
+        if pin := LOCK_PIN.fullmatch(line):
+            name = pin.group(1)
+            assert name not in pins, f"{name} twice"
+            hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", pin.group(3))
+            pins[name] = (pin.group(2), dict.fromkeys(hashes))
+            continue
+        named = LOCK_FILE.fullmatch(line)
+        assert named and name, f"{LOCKS[group].name}: not a pin or a file comment: {line!r}"
+        file_name, digest = named.groups()
+        assert digest in pins[name][1], f"{LOCKS[group].name}: {file_name} is not among {name}'s hashes"
+        pins[name][1][digest] = file_name
     return pins, header
+
+
+def read_lock(group):
+    """Return ({name: version}, header comment lines) of one lock file."""
+    pins, header = parse_lock(group)
+    return {name: version for name, (version, _) in pins.items()}, header
+
+
+def supported_tags(machine):
+    """Return the wheel tags that CPython 3.11 installs on the images' glibc on `machine`."""
+    platforms = manylinux_tags(machine)
+    version = tuple(int(part) for part in PYTHON_VERSION.split("."))
+    interpreter = f"cp{version[0]}{version[1]}"
+    return {
+        *tags.cpython_tags(version, [interpreter], platforms),
+        *tags.compatible_tags(version, interpreter, platforms),
+    }
 
 
 def group_requirements(group):
@@ -152,6 +194,40 @@ def test_the_entrypoint_refuses_a_placeholder_without_a_value(tmp_path, value):
     assert config == ""
 
 
+# ------------------------------------------------------------------------------------ base images
+
+
+def test_the_base_images_are_build_arguments_that_default_to_the_official_images():
+    global_args = dict(args.split("=", 1) for instruction, args in dockerfile_stages()[""] if instruction == "ARG")
+    assert global_args == OFFICIAL_BASES
+    stage_names = set(dockerfile_stages())
+    for stage, instructions in dockerfile_stages().items():
+        for instruction, arguments in instructions:
+            if instruction == "FROM":
+                base = arguments.split()[0]
+                assert base in {"${PYTHON_IMAGE}", "${DEBIAN_IMAGE}"} | stage_names, f"{stage} is built FROM {base}"
+    # Compose hands both to every build (the legacy builder builds every stage before the target),
+    # from the environment, with the same defaults.
+    for name, service in yaml.safe_load(COMPOSE_FILE.read_text())["services"].items():
+        build_args = service["build"]["args"]
+        for arg, official in OFFICIAL_BASES.items():
+            assert build_args.get(arg) == f"${{{arg}:-{official}}}", f"{name}: {arg}={build_args.get(arg)}"
+
+
+def test_the_local_stand_ins_never_take_an_official_images_name():
+    script = (PROJECT_DIR / ".ci" / "build-base-images.sh").read_text()
+    built = {
+        "PYTHON_IMAGE": re.search(r'^PY_TAG="(\S+)"$', script, re.MULTILINE).group(1),
+        "DEBIAN_IMAGE": re.search(r'^DEB_TAG="(\S+)"$', script, re.MULTILINE).group(1),
+    }
+    makefile = (PROJECT_DIR / "Makefile").read_text()
+    used = {arg: re.search(rf"^STANDIN_{arg} := (\S+)$", makefile, re.MULTILINE).group(1) for arg in OFFICIAL_BASES}
+    assert used == built == STANDIN_BASES
+    for arg, official in OFFICIAL_BASES.items():
+        # Namespaced: a stand-in is never what `FROM python:3.11-slim` of another project finds.
+        assert built[arg] == f"sentiment-local/{official}"
+
+
 # ------------------------------------------------------------------------------------------ locks
 
 
@@ -166,6 +242,25 @@ def test_the_lock_pins_every_requirement_of_its_group_as_pyproject_does(group):
         if locked is None or not requirement.specifier.contains(locked, prereleases=True):
             stale.append(f"{requirement} (lock: {locked})")
     assert not stale, f"{LOCKS[group].name} is out of step with pyproject.toml for {stale}: run `make lock`"
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORMS))
+@pytest.mark.parametrize("group", sorted(LOCKS))
+def test_every_locked_package_has_a_hashed_wheel_for_each_image_platform(group, platform):
+    pins, _ = parse_lock(group)
+    supported = supported_tags(PLATFORMS[platform])
+    unusable = []
+    for name, (version, files) in pins.items():
+        assert all(files.values()), f"{LOCKS[group].name}: {name} has hashes that name no file: {files}"
+        for file_name in files.values():
+            wheel_name, wheel_version, _, _ = parse_wheel_filename(file_name)
+            assert (wheel_name, wheel_version) == (name, Version(version)), f"{file_name} under {name}=={version}"
+        if not any(parse_wheel_filename(file_name)[3] & supported for file_name in files.values()):
+            unusable.append(f"{name}=={version}")
+    assert not unusable, (
+        f"{LOCKS[group].relative_to(PROJECT_DIR)} has no hashed wheel for {platform} "
+        f"(CPython {PYTHON_VERSION}) of {unusable}: run `make lock`"
+    )
 
 
 def test_the_handler_lock_leaves_torch_out_but_has_its_dependencies():

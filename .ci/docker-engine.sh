@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Makes sure a Docker engine is available on a Debian host without systemd, idempotently.
+# Makes sure a Docker engine is available on a Debian host without systemd, idempotently: the
+# project's air-gapped CI runs on such hosts (`make docker-engine`). A host whose Docker runs
+# under systemd (or Docker Desktop) needs none of it.
 #
-#   scripts/docker-engine.sh [ensure]   install docker.io & co. if dockerd is missing, start dockerd
-#                                       in the background if `docker info` does not answer, wait
-#                                       until it is ready, print the docker/compose versions in use
-#   scripts/docker-engine.sh stop       stop the dockerd that THIS script started (pid file); a
-#                                       daemon started any other way is left alone
-#   scripts/docker-engine.sh status     say whether the engine answers and who started it
+#   .ci/docker-engine.sh [ensure]   install docker.io & co. if dockerd is missing, start dockerd
+#                                   in the background if `docker info` does not answer, wait
+#                                   until it is ready, print the docker/compose versions in use
+#   .ci/docker-engine.sh stop       stop the dockerd that THIS script started (pid file); a
+#                                   daemon started any other way is left alone
+#   .ci/docker-engine.sh status     say whether the engine answers and who started it
 #
 # Environment (all optional):
 #   SENTIMENT_DOCKER_RUN_DIR   where the pid file and log live (default /var/run/sentiment-docker)
@@ -204,6 +206,6 @@ case "${1:-ensure}" in
     ensure) cmd_ensure ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    -h|--help|help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (use: ensure | stop | status)" ;;
 esac

@@ -1,32 +1,40 @@
 #!/usr/bin/env bash
-# Builds LOCAL STAND-INS for the base images the project's Dockerfiles use, for air-gapped hosts
+# Builds LOCAL STAND-INS for the project's base images, for air-gapped hosts (this project's CI)
 # where no container registry can be reached. Each is a Debian bookworm minbase made with
-# debootstrap from this host's own apt mirror and loaded with `docker import`, tagged exactly as
-# the Dockerfiles' FROM lines name it, so `docker build` uses it and pulls nothing:
+# debootstrap from this host's own apt mirror and loaded with `docker import`, under a tag of the
+# project's own namespace, never an official image's name, so that nothing else on the host
+# builds on it by accident. The Dockerfile uses them only when asked to, through its base-image
+# build arguments: `make docker-up OFFLINE_BASES=1`, or PYTHON_IMAGE / DEBIAN_IMAGE set to them.
 #
-#   python:3.11-slim       minbase + apt python3 python3-pip python3-venv ca-certificates (3.11),
-#                          /usr/local/bin/python -> python3, pip -> pip3, no EXTERNALLY-MANAGED
-#   debian:bookworm-slim   plain minbase (e.g. for an nginx image that apt-installs nginx)
+#   sentiment-local/python:3.11-slim       for python:3.11-slim (PYTHON_IMAGE): minbase + apt
+#                                          python3 python3-pip python3-venv ca-certificates (3.11),
+#                                          /usr/local/bin/python -> python3, pip -> pip3, no
+#                                          EXTERNALLY-MANAGED
+#   sentiment-local/debian:bookworm-slim   for debian:bookworm-slim (DEBIAN_IMAGE): plain minbase
 #
 # Both carry the LABEL org.sentiment.standin=1 (so tests/cleanup can tell them from real images)
 # and THIS HOST's CA bundle, with PIP_CERT / REQUESTS_CA_BUNDLE / SSL_CERT_FILE pointing at it, so
 # pip and apt inside builds can get through a TLS-intercepting proxy. The host's non-Debian CAs are
 # also placed in /usr/local/share/ca-certificates/, so a later update-ca-certificates in a derived
 # image (installing Java triggers one) keeps them. Real registry images never get any of this.
+# Earlier versions of this script tagged the stand-ins with the official names; such tags (they
+# carry the label) are removed, so that the official images are pulled again where needed.
 #
-# Usage: scripts/build-base-images.sh [--force] [--refresh-rootfs]
+# Usage: .ci/build-base-images.sh [--force] [--refresh-rootfs]
 #   --force           rebuild images that already exist (default: skip them)
 #   --refresh-rootfs  run debootstrap again instead of reusing the cached rootfs
 # Environment (optional):
 #   SENTIMENT_BASE_CACHE   cache dir for the debootstrap rootfs (default /var/cache/sentiment-base)
 #   SENTIMENT_APT_MIRROR   Debian mirror to use (default: read from /etc/apt/sources.list{,.d})
 #
-# Needs a running engine (scripts/docker-engine.sh) and root (debootstrap, chroot).
+# Needs a running engine (.ci/docker-engine.sh) and root (debootstrap, chroot).
 set -euo pipefail
 
 SUITE=bookworm
-PY_TAG="python:3.11-slim"
-DEB_TAG="debian:bookworm-slim"
+PY_TAG="sentiment-local/python:3.11-slim"
+DEB_TAG="sentiment-local/debian:bookworm-slim"
+# The official names that earlier versions of this script shadowed.
+OFFICIAL_TAGS=("python:3.11-slim" "debian:bookworm-slim")
 LABEL_KEY="org.sentiment.standin"
 CACHE_DIR="${SENTIMENT_BASE_CACHE:-/var/cache/sentiment-base}"
 ROOTFS="$CACHE_DIR/$SUITE-minbase"
@@ -40,7 +48,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
         --refresh-rootfs) REFRESH=1 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-base-images: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,9 +63,16 @@ TIMINGS=()
 
 # ---------------------------------------------------------------- preconditions
 command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1 \
-    || die "no Docker engine answers 'docker info'. Start one first: bash scripts/docker-engine.sh"
+    || die "no Docker engine answers 'docker info'. Start one first: bash .ci/docker-engine.sh"
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+for tag in "${OFFICIAL_TAGS[@]}"; do
+    if [ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL_KEY\"}}" "$tag" 2>/dev/null)" = 1 ]; then
+        log "$tag on this host is a stand-in an earlier version of this script made; removing that tag"
+        docker image rm "$tag" >/dev/null || log "  could not remove $tag (in use?); remove it yourself: docker image rm $tag"
+    fi
+done
 
 todo=()
 for tag in "$PY_TAG" "$DEB_TAG"; do
@@ -87,7 +102,7 @@ if [ ${#todo[@]} -eq 0 ]; then
 fi
 
 [ "$(id -u)" -eq 0 ] || die "building needs root (debootstrap, chroot); re-run as root"
-command -v debootstrap >/dev/null 2>&1 || die "debootstrap missing; run: bash scripts/docker-engine.sh (installs it)"
+command -v debootstrap >/dev/null 2>&1 || die "debootstrap missing; run: bash .ci/docker-engine.sh (installs it)"
 [ -s "$HOST_CA" ] || die "no CA bundle at $HOST_CA (apt install ca-certificates)"
 
 mkdir -p "$CACHE_DIR"
