@@ -33,6 +33,9 @@ $(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
 	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet --group handler --group facade --group dev
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --upgrade "pip>=25.1"
+	$(VENV)/checkov/bin/pip install --quiet --group policy
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$(TORCH_VERSION)') else 'torch ' + torch.__version__ + ' is installed, expected $(TORCH_VERSION)')"
 	touch $@
 
@@ -175,3 +178,23 @@ docker-down: ## Remove the stack's containers, networks and volumes (the model s
 .PHONY: test-docker
 test-docker: install ## Run the Docker tests only (builds the images, starts a private stack on free ports)
 	$(BIN)/python -m pytest tests/docker
+
+# ------------------------------------------------------------------------------------------- Swarm
+# deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in
+# deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`.
+STACK ?= sentiment
+APP ?=
+WORKERS ?=
+SWARM_ENV = STACK=$(STACK) COMPOSE="$(COMPOSE)" APP=$(APP) WORKERS=$(WORKERS)
+
+.PHONY: swarm-up
+swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a one-node swarm if none), wait until serving (HTTP_PORT=80, MODEL_DIR)
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh up
+
+.PHONY: swarm-scale
+swarm-scale: ## Scale the Swarm stack: make swarm-scale APP=3 (facade replicas) WORKERS=2 (TorchServe workers)
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh scale
+
+.PHONY: swarm-down
+swarm-down: ## Remove the Swarm stack; leaves the swarm again if swarm-up created it
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh down
