@@ -2,9 +2,9 @@
 # The sentiment service on Docker Swarm (deploy/swarm/stack.yml). The Makefile's swarm-* targets
 # call this; each command is safe to repeat.
 #
-#   swarm.sh up       join nothing, but init a one-node swarm if the engine is in none (and
-#                     remember that in a node label), build the images, deploy the stack, wait
-#                     until nginx answers /readyz and every service runs all its replicas
+#   swarm.sh up       init a one-node swarm if the engine is in none (and remember that in a
+#                     node label), build the images, deploy the stack, wait until nginx answers
+#                     /readyz and every service runs all its replicas
 #   swarm.sh scale    APP=N: facade replicas (docker service scale); WORKERS=N: TorchServe workers
 #                     of every TorchServe task on this node (management API, via docker exec)
 #   swarm.sh down     remove the stack and wait until none of its tasks and networks is left;

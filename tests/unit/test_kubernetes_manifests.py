@@ -9,6 +9,7 @@
 The Swarm stack is deployed for real by tests/docker/test_swarm.py; nothing here needs a cluster.
 """
 
+import functools
 import json
 import re
 import shutil
@@ -36,6 +37,7 @@ DEFAULT = re.compile(r"^\$\{[A-Z_]+:-([^}]*)\}$")
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
 
 
+@functools.cache
 def kustomize(directory):
     """Return `kubectl kustomize directory` as text, or skip when kubectl is absent."""
     kubectl = shutil.which("kubectl")
