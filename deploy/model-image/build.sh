@@ -18,10 +18,16 @@ image="${MODEL_IMAGE:-sentiment-torchserve-model}"
 docker image inspect "$base" >/dev/null 2>&1 \
     || { echo "error: no image $base: build it first ('make swarm-up' builds every image)" >&2; exit 1; }
 
+previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 # GNU tar: both files at the context's root, owned by root (the archive stays read-only for the
 # non-root model-server user).
 tar --owner=0 --group=0 --mode=a+r,u+w,go-w -c \
     -C "$here" Dockerfile \
     --transform 's|.*\.mar$|sentiment.mar|' -C "$(dirname "$archive")" "$(basename "$archive")" \
     | docker build --quiet --build-arg TORCHSERVE_IMAGE="$base" -t "$image" - >/dev/null
+# A rebuild leaves the previous image untagged: drop it unless a container still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ] \
+    && [ -z "$(docker image inspect -f '{{join .RepoTags ","}}' "$previous" 2>/dev/null)" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
+fi
 echo "built $image from $base and $archive ($(du -h "$archive" | cut -f1))"
