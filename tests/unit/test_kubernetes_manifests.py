@@ -11,6 +11,7 @@ The Swarm stack is deployed for real by tests/docker/test_swarm.py; nothing here
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ CHECKOV = Path(sys.prefix) / "checkov" / "bin" / "checkov"
 # Compose service -> (Dockerfile stage, Kubernetes Deployment, Kubernetes container).
 SERVICES = {"torchserve": ("torchserve", "torchserve", "torchserve"), "app": ("facade", "app", "facade")}
 SERVICES["nginx"] = ("nginx", "nginx", "nginx")
+STACK_VARIABLES = set(re.findall(r"\$\{([A-Z_]+):-", STACK_FILE.read_text()))
 DEFAULT = re.compile(r"^\$\{[A-Z_]+:-([^}]*)\}$")
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
 
@@ -294,8 +296,10 @@ def test_the_swarm_stack_file_parses_as_docker_stack_deploy_reads_it():
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("needs the docker CLI for `docker stack config`")
+    # The file's own defaults, whatever this shell exports.
+    env = {name: value for name, value in os.environ.items() if name not in STACK_VARIABLES}
     result = subprocess.run(
-        [docker, "stack", "config", "-c", str(STACK_FILE)], capture_output=True, text=True, check=False
+        [docker, "stack", "config", "-c", str(STACK_FILE)], capture_output=True, text=True, check=False, env=env
     )
     if result.returncode != 0 and "Outputs the final config" not in run_help(docker):
         pytest.skip("this docker CLI (older than 23) has no `docker stack config`")
