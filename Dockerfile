@@ -121,6 +121,10 @@ FROM ${PYTHON_IMAGE} AS torchserve-build
 # (--no-deps): its own dependencies (sympy, networkx, ...) are in the lock, with hashes.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# cuda: a GPU build for deploy/kubernetes/overlays/gpu (untested here: no GPU). torch then comes
+# with its nvidia-* libraries, unhashed, from TORCH_INDEX_URL (a CUDA index such as
+# https://download.pytorch.org/whl/cu126); everything else still from the lock.
+ARG TORCH_VARIANT=cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -129,8 +133,11 @@ RUN python -m venv /opt/venv
 COPY wheels/ /tmp/wheels/
 RUN set -eux; \
     pip=/opt/venv/bin/pip; \
+    if [ "$TORCH_VARIANT" = cuda ]; then \
+        echo "torch: CUDA build from $TORCH_INDEX_URL"; \
+        "$pip" install --quiet --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     # Only a wheel for this build's architecture counts (wheels/ may hold another machine's).
-    if ls /tmp/wheels/torch-"$TORCH_VERSION"*_"$(uname -m)".whl >/dev/null 2>&1; then \
+    elif ls /tmp/wheels/torch-"$TORCH_VERSION"*_"$(uname -m)".whl >/dev/null 2>&1; then \
         echo "torch: from the build context's wheels/ (offline)"; \
         "$pip" install --quiet --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
@@ -148,8 +155,10 @@ RUN set -eux; \
     # Every requirement of every installed distribution (torch's included) is satisfied; a CUDA
     # build of torch would fail here already, for want of its nvidia-* libraries.
     /opt/venv/bin/pip check; \
-    /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
-    if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi; \
+    if [ "$TORCH_VARIANT" != cuda ]; then \
+        /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
+        if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi; \
+    fi; \
     /opt/venv/bin/pip uninstall --quiet --yes pip; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     # What inference never uses: C++ headers and test binaries/libraries shipped in the torch wheel.

@@ -42,6 +42,9 @@ install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: t
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh test
 	$(BIN)/pip install --quiet --group dev
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --upgrade "pip>=25.1"
+	$(VENV)/checkov/bin/pip install --quiet --group policy
 	touch $@
 
 .PHONY: lint
@@ -203,3 +206,23 @@ docker-down: ## Remove the stack's containers, networks and volumes (the model s
 .PHONY: test-docker
 test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)
 	$(BIN)/python -m pytest tests/docker
+
+# ------------------------------------------------------------------------------------------- Swarm
+# deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in
+# deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`.
+STACK ?= sentiment
+APP ?=
+WORKERS ?=
+SWARM_ENV = $(DOCKER_ENV) STACK=$(STACK) COMPOSE="$(COMPOSE)" APP=$(APP) WORKERS=$(WORKERS)
+
+.PHONY: swarm-up
+swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a one-node swarm if none), wait until serving (HTTP_PORT=80, MODEL_DIR)
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh up
+
+.PHONY: swarm-scale
+swarm-scale: ## Scale the Swarm stack: make swarm-scale APP=3 (facade replicas) WORKERS=2 (TorchServe workers)
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh scale
+
+.PHONY: swarm-down
+swarm-down: ## Remove the Swarm stack; leaves the swarm again if swarm-up created it
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh down
