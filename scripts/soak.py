@@ -15,9 +15,12 @@ a table, the latency percentiles and the answers by status, then checks:
 
 Exit status: 0 all checks passed, 1 a check failed, 2 the stack could not be started.
 
-What it serves: --mar (an archive), else --model-dir (or MODEL_DIR), else the project's
-model-store/sentiment.mar when it exists, else the trained stand-in in ../shared, else a tiny
-random model built on the spot (plumbing only: its latencies say nothing about a real model).
+What it serves: --mar (an archive), else --model-dir (or MODEL_DIR), else a DistilBERT-sized
+random model (bench/timing_model.py: it costs what DistilBERT SST-2 costs) built with the
+stand-in's vocabulary from ../shared, else a tiny random model built on the spot (plumbing
+only: its latencies say nothing about a real model).
+
+Every RSS sample is also written to rss.csv in the run's directory (kept with --keep).
 """
 
 import argparse
@@ -38,13 +41,14 @@ if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project import
 sys.path.insert(1, str(PROJECT_DIR / "handler"))
 
 from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
+from bench.timing_model import build_timing_model  # noqa: E402
 from scripts.processes import StartupError  # noqa: E402
 from scripts.stack import StackSettings, down, running_groups, up  # noqa: E402
 from scripts.torchserve import TorchServeSettings  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 STANDIN_DIR = SHARED_DIR / "models" / "minilm-sst2"
-PROJECT_MAR = PROJECT_DIR / "model-store" / "sentiment.mar"
+TIMING_MODEL_DIR = PROJECT_DIR / "models" / "timing-distilbert"
 COMPONENTS = ("torchserve", "facades", "nginx")
 
 
@@ -121,10 +125,8 @@ def model_store_for(args, work_dir):
         (store / "sentiment.mar").symlink_to(args.mar.resolve())
         return store, f"archive {args.mar}"
     model_dir = args.model_dir
-    if model_dir is None and PROJECT_MAR.is_file():
-        return PROJECT_MAR.parent, f"archive {PROJECT_MAR}"
-    if model_dir is None and (STANDIN_DIR / "config.json").is_file():
-        model_dir = STANDIN_DIR
+    if model_dir is None and (STANDIN_DIR / "vocab.txt").is_file():
+        model_dir = build_timing_model(STANDIN_DIR, TIMING_MODEL_DIR)
     if model_dir is None:
         from tests.support.tiny_model import build_tiny_model
 
@@ -157,8 +159,9 @@ def rss_mb(pgids):
 class RssSampler:
     """Samples each component's RSS every interval_s (the first sample at once) until stopped."""
 
-    def __init__(self, components, interval_s, started_at):
+    def __init__(self, components, interval_s, started_at, csv_path=None):
         self.components = components
+        self.csv_path = csv_path
         self.interval_s = interval_s
         self.started_at = started_at
         self.samples = []  # (seconds since started_at, {component: MB})
@@ -174,10 +177,19 @@ class RssSampler:
         self._thread.join()
         return False
 
+    def append(self, seconds, sample):
+        """Keep one sample, and write it to the CSV file as it comes (a long run can be read live)."""
+        self.samples.append((seconds, sample))
+        if self.csv_path is not None:
+            with self.csv_path.open("a", encoding="utf-8") as out:
+                if out.tell() == 0:
+                    out.write("t_s," + ",".join(f"{name}_mb" for name in COMPONENTS) + "\n")
+                out.write(f"{seconds:.1f}," + ",".join(f"{sample[name]:.1f}" for name in COMPONENTS) + "\n")
+
     def _run(self):
         while True:
             sample = {name: rss_mb(pgids) for name, pgids in self.components.items()}
-            self.samples.append((time.monotonic() - self.started_at, sample))
+            self.append(time.monotonic() - self.started_at, sample)
             print(row(self.samples[-1][0], sample), flush=True)
             if self._stop.wait(self.interval_s):
                 return
@@ -220,18 +232,18 @@ def load(url, bodies, concurrency, duration_s):
     return wrk_summary(start_wrk(url, bodies, concurrency, duration_s, timeout_s=timeout_s))
 
 
-def soak(args, settings, bodies):
+def soak(args, settings, bodies, csv_path=None):
     """Warm up and run the soak against a started stack; return (summary, samples)."""
     components = component_groups(settings)
     print(f"warm-up: {args.warmup:.0f} s at concurrency {args.concurrency}", flush=True)
     load(settings.url, bodies, args.concurrency, max(1, round(args.warmup)))
     print(f"\nsoak: {args.duration:.0f} s at concurrency {args.concurrency}; RSS (MB) every {args.sample_interval:g} s")
     print(f"{'t (s)':>7}  " + "  ".join(f"{name:>12}" for name in COMPONENTS), flush=True)
-    with RssSampler(components, args.sample_interval, time.monotonic()) as sampler:
+    with RssSampler(components, args.sample_interval, time.monotonic(), csv_path) as sampler:
         summary = load(settings.url, bodies, args.concurrency, max(1, round(args.duration)))
     # One more sample right after the load: the memory it left behind.
     last = {name: rss_mb(pgids) for name, pgids in components.items()}
-    sampler.samples.append((time.monotonic() - sampler.started_at, last))
+    sampler.append(time.monotonic() - sampler.started_at, last)
     print(row(sampler.samples[-1][0], last) + "  (end)", flush=True)
     return summary, sampler.samples
 
@@ -285,7 +297,8 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        summary, samples = soak(args, settings, bodies)
+        print(f"RSS samples: {work_dir / 'rss.csv'}", flush=True)
+        summary, samples = soak(args, settings, bodies, work_dir / "rss.csv")
         growths = growth(samples)
         report(summary, samples, growths)
         failures = verdict(summary, growths, args.max_growth)
