@@ -7,6 +7,7 @@ rest of the batch still succeeds.
 """
 
 import logging
+import time
 import warnings
 
 import torch
@@ -15,8 +16,11 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
 from sentiment_requests import (
+    DEADLINE_HEADER,
     Batch,
     InvalidRequestError,
+    admission,
+    deadline_of,
     error_body,
     length_sorted_chunks,
     padding_efficiency,
@@ -43,6 +47,11 @@ def select_device(gpu_id):
     return torch.device("cpu")
 
 
+def is_parsed(request):
+    """Return True for a request to run (a ParsedRequest), False for one answered with an error."""
+    return not isinstance(request, Exception)
+
+
 class SentimentHandler(BaseHandler):
     """Classifies texts with the model and tokenizer packed in the .mar archive."""
 
@@ -65,16 +74,30 @@ class SentimentHandler(BaseHandler):
             self.model = dynamically_quantized(self.model)
         self.max_length = self.token_limit(options.max_length)
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
+        # A single text always fits in a request (0: no limit).
+        self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
         self.initialized = True
         logger.info(
-            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d)",
+            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d, max_request_tokens=%d)",
             type(self.model).__name__,
             self.device,
             self.precision,
             torch.get_num_threads(),
             self.max_length,
             self.max_batch_tokens,
+            self.max_request_tokens,
         )
+
+    def token_lengths(self, groups):
+        """Return each text's token count, grouped like `groups` (lists of texts), in one tokenizer call.
+
+        Counted up to one past the limit: that tells a text that was cut from one that just fits.
+        """
+        texts = [text for group in groups for text in group]
+        counts = iter(
+            self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"] if texts else []
+        )
+        return [[len(next(counts)) for _ in group] for group in groups]
 
     def token_limit(self, configured):
         """Return the token limit: the configured one, capped at what the model can take."""
@@ -84,21 +107,30 @@ class SentimentHandler(BaseHandler):
         return min(configured, limit) if configured else limit
 
     def preprocess(self, data):
-        """Decode every request; tokenize all valid texts in passes of similar length."""
+        """Decode every request, refuse or skip the ones not to run, tokenize the rest in passes of similar length."""
         requests = []
         for row in data:
             try:
                 requests.append(parse_request(row))
             except InvalidRequestError as error:
                 requests.append(error)
-        texts = [text for request in requests if not isinstance(request, Exception) for text in request.texts]
-        batch = Batch(requests=requests, texts=texts)
+        # Per request, each text's token count (up to one past the limit, which tells a cut text).
+        lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
+        tokens = [
+            sum(min(n, self.max_length) for n in counts) if is_parsed(request) else None
+            for request, counts in zip(requests, lengths, strict=True)
+        ]
+        deadlines = [deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(data))]
+        decisions = admission(tokens, deadlines, time.time(), self.max_request_tokens, self.max_length)
+        requests = [
+            request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
+        ]
+        admitted = [index for index, request in enumerate(requests) if is_parsed(request)]
+        texts = [text for index in admitted for text in requests[index].texts]
+        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in tokens])
         if not texts:
             return batch
-        # One token past the limit tells a text that was cut from one that just fits.
-        lengths = [
-            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"]
-        ]
+        lengths = [n for index in admitted for n in lengths[index]]
         batch.truncated = [length > self.max_length for length in lengths]
         lengths = [min(length, self.max_length) for length in lengths]
         chunks = length_sorted_chunks(lengths, self.max_batch_tokens)
@@ -154,16 +186,28 @@ class SentimentHandler(BaseHandler):
                 self.context.set_response_status(request.status, request.message, idx=index)
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
-                self.log_request(index, 0, request.status, len(batch.requests))
+                self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
                 responses.append(response_body(request, [next(results) for _ in request.texts]))
-                self.log_request(index, len(request.texts), 200, len(batch.requests))
+                self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
-    def log_request(self, index, texts, status, batch_size):
-        """Log one line per request with the caller's X-Request-ID (never the text), for tracing."""
+    def log_request(self, index, texts, tokens, status, code, batch_size):
+        """Log one line per request with the caller's X-Request-ID (never the text), for tracing.
+
+        Refused and skipped requests get theirs too (status 413 or 503, code too_many_tokens,
+        deadline_exceeded or busy), so the log shows what the worker did not run.
+        """
         request_id = self.context.get_request_header(index, "X-Request-ID")
-        logger.info("request_id=%s texts=%d status=%d batch=%d", request_id or "-", texts, status, batch_size)
+        logger.info(
+            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d",
+            request_id or "-",
+            texts,
+            tokens,
+            status,
+            code,
+            batch_size,
+        )
 
     def text_results(self, batch):
         """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""
