@@ -64,7 +64,9 @@ def parse_args(argv):
     parser.add_argument(
         "--warmup", type=float, default=None, help="seconds of load before the first sample (duration/10, 10 to 30)"
     )
-    parser.add_argument("--max-growth", type=float, default=0.10, help="allowed RSS growth over the last half of the run (0.10)")
+    parser.add_argument(
+        "--max-growth", type=float, default=0.10, help="allowed RSS growth over the last half of the run (0.10)"
+    )
     parser.add_argument("--mar", type=Path, help="serve this .mar archive")
     parser.add_argument("--model-dir", type=Path, default=os.environ.get("MODEL_DIR") or None, help="build from it")
     parser.add_argument("--keep", action="store_true", help="keep run/soak-* (logs) even when every check passes")
