@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from scripts.abuse import abuse, failures, largest_request
+from scripts.stack import running_groups
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,16 @@ FLOOD_S = 20.0
 
 @pytest.fixture(scope="module")
 def figures(shared_stack):
-    result = abuse(shared_stack.url, FLOOD_S, heavy_clients=3)
+    pgid = running_groups(shared_stack)["torchserve"]
+    result = abuse(shared_stack.url, FLOOD_S, heavy_clients=3, torchserve_pgid=pgid)
     print(result)
     return result
 
 
 def test_the_light_client_gets_no_5xx_and_its_p99_stays_under_the_measured_bound(figures):
-    assert figures["light_requests"] >= 5, figures
+    # Served throughout: at least one answer per bound's worth of flood (the bound is a p99).
+    assert figures["light_requests"] >= FLOOD_S // figures["light_p99_bound_s"], figures
+    assert figures["light_requests"] >= 1, figures
     assert all(status < "500" and status != "0" for status in figures["light_statuses"]), figures
     assert figures["light_p99_s"] <= figures["light_p99_bound_s"], figures
     assert failures(figures) == []
@@ -44,8 +48,8 @@ def test_heavy_clients_get_200_413_or_503_quickly_never_a_hang(figures):
 
 
 def test_the_worker_is_idle_within_seconds_after_the_heavy_clients_stop(figures):
-    # Their last requests finish (one at a time, each at most one largest request), then nothing
-    # is left queued: a light request is answered at its idle latency again.
+    # Their last requests finish (one runs, the others are refused at once), then nothing is left
+    # queued or running: TorchServe's own CPU use drops (other load on the machine does not count).
     assert figures["idle_after_s"] is not None, figures
     assert figures["idle_after_s"] <= figures["light_p99_bound_s"], figures
 
