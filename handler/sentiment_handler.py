@@ -30,6 +30,11 @@ from sentiment_requests import (
 
 logger = logging.getLogger(__name__)
 
+# The worker's speed, for deadlines: learned from batches of at least this many tokens (in smaller
+# ones the fixed cost per batch dominates), smoothed over about the last five.
+SPEED_MIN_TOKENS = 256
+SPEED_WEIGHT = 0.2
+
 
 def dynamically_quantized(model):
     """Return the model with its Linear layers quantized to int8 (weights ahead, activations per call)."""
@@ -76,6 +81,7 @@ class SentimentHandler(BaseHandler):
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
         # A single text always fits in a request (0: no limit).
         self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
+        self.seconds_per_token = 0.0  # unknown until a batch was timed
         self.initialized = True
         logger.info(
             "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d, max_request_tokens=%d)",
@@ -121,13 +127,16 @@ class SentimentHandler(BaseHandler):
             for request, counts in zip(requests, lengths, strict=True)
         ]
         deadlines = [deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(data))]
-        decisions = admission(tokens, deadlines, time.time(), self.max_request_tokens, self.max_length)
+        started = time.monotonic()
+        decisions = admission(
+            tokens, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
+        )
         requests = [
             request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
         ]
         admitted = [index for index, request in enumerate(requests) if is_parsed(request)]
         texts = [text for index in admitted for text in requests[index].texts]
-        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in tokens])
+        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in tokens], started=started)
         if not texts:
             return batch
         lengths = [n for index in admitted for n in lengths[index]]
@@ -179,6 +188,7 @@ class SentimentHandler(BaseHandler):
 
     def postprocess(self, batch):
         """Return one response body per request, in order, with a 4xx status for bad ones."""
+        self.learn_speed(batch)
         results = iter(self.text_results(batch))
         responses = []
         for index, request in enumerate(batch.requests):
@@ -191,6 +201,14 @@ class SentimentHandler(BaseHandler):
                 responses.append(response_body(request, [next(results) for _ in request.texts]))
                 self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
+
+    def learn_speed(self, batch):
+        """Update the worker's seconds per token from the batch just run (what deadlines are judged by)."""
+        ran = sum(cost for cost, request in zip(batch.tokens, batch.requests, strict=True) if is_parsed(request))
+        if ran >= SPEED_MIN_TOKENS:
+            sample = (time.monotonic() - batch.started) / ran
+            old = self.seconds_per_token
+            self.seconds_per_token = sample if not old else (1 - SPEED_WEIGHT) * old + SPEED_WEIGHT * sample
 
     def log_request(self, index, texts, tokens, status, code, batch_size):
         """Log one line per request with the caller's X-Request-ID (never the text), for tracing.

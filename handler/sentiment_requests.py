@@ -51,7 +51,9 @@ class NotServedError(InvalidRequestError):
 def deadline_passed_error():
     """Return the answer to a request whose caller stopped waiting while it was queued."""
     return NotServedError(
-        "deadline_exceeded", "The request waited in the queue until its caller stopped waiting; retry shortly."
+        "deadline_exceeded",
+        "The request waited in the queue until it could no longer be answered before its caller stops waiting; "
+        "retry shortly.",
     )
 
 
@@ -83,6 +85,7 @@ class Batch:
     truncated: list = field(default_factory=list)  # per text: was it cut at the token limit
     logits: object = None  # model output (a tensor), rows in `texts` order
     tokens: list = field(default_factory=list)  # per request: its tokens after truncation (0: not parsed)
+    started: float = 0.0  # time.monotonic() when the worker took the batch
 
 
 def length_sorted_chunks(lengths, max_tokens):
@@ -116,7 +119,7 @@ def deadline_of(value):
     return deadline if math.isfinite(deadline) else None
 
 
-def admission(tokens, deadlines, now, limit, max_text_tokens):
+def admission(tokens, deadlines, now, limit, max_text_tokens, seconds_per_token=0.0):
     """Return, per request, None to run it or the error to answer at once instead.
 
     `tokens[i]` is request i's cost (None: not a valid request, left alone), `deadlines[i]` the
@@ -125,7 +128,9 @@ def admission(tokens, deadlines, now, limit, max_text_tokens):
     others are admitted cheapest first while the batch's total stays within `limit` (the first
     always), and the rest are answered 503 at once: a batch then never costs much more than the
     largest request allowed, which bounds how long any request waits behind heavy ones. limit 0:
-    no limit and no budget.
+    no limit and no budget. With the worker's recent `seconds_per_token`, a request that could
+    not finish before its deadline even if its batch held only it and the cheaper ones admitted
+    before it is skipped too.
     """
     decisions = [None] * len(tokens)
     candidates = []
@@ -140,7 +145,10 @@ def admission(tokens, deadlines, now, limit, max_text_tokens):
             candidates.append(index)
     total = 0
     for index in sorted(candidates, key=tokens.__getitem__):
-        if limit and total and total + tokens[index] > limit:
+        finish = now + seconds_per_token * (total + tokens[index])
+        if deadlines[index] is not None and deadlines[index] <= finish:
+            decisions[index] = deadline_passed_error()
+        elif limit and total and total + tokens[index] > limit:
             decisions[index] = over_budget_error()
         else:
             total += tokens[index]

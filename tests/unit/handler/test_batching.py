@@ -57,3 +57,11 @@ def test_admission_always_runs_one_request_and_limit_0_runs_all():
 )
 def test_the_deadline_header_is_read_as_unix_seconds_or_ignored(value, expected):
     assert deadline_of(value) == expected
+
+
+def test_admission_skips_a_request_that_could_not_finish_before_its_deadline():
+    # 1 ms per token: the 10-token request ends at 100.01, the 500-token one at 100.51 at the earliest.
+    decisions = admission(
+        [500, 10], [100.3, 100.3], now=100.0, limit=2048, max_text_tokens=512, seconds_per_token=0.001
+    )
+    assert codes(decisions) == ["deadline_exceeded", None]

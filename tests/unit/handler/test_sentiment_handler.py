@@ -259,3 +259,17 @@ def test_unreadable_deadlines_are_ignored(limited_handler, tiny_model_dir):
     responses = limited_handler.handle([{"body": {"text": SHORT}}, {"body": {"text": SHORT}}], context)
     assert context.statuses == {}
     assert [response["label"] for response in responses] == [responses[0]["label"]] * 2
+
+
+def test_the_worker_learns_its_speed_and_skips_a_request_it_could_not_finish_in_time(tiny_model_dir):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir))
+    handler.handle([{"body": {"texts": [words(298)] * 2}}], FakeContext(tiny_model_dir))
+    assert handler.seconds_per_token > 0
+    # Seconds for 300 tokens, at the speed just measured; a deadline that leaves a tenth of that.
+    needs_s = handler.seconds_per_token * 300
+    headers = {0: {"X-Request-Deadline": str(time.time() + needs_s / 10)}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = handler.handle([{"body": {"text": words(298)}}], context)
+    assert responses[0]["error"]["code"] == "deadline_exceeded"
+    assert context.statuses[0][0] == 503
