@@ -115,6 +115,13 @@ EXAMPLES ?= 2000
 soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
 	$(BIN)/python scripts/soak.py --duration $(DURATION)
 
+ABUSE_DURATION ?= 60
+URL ?=
+
+.PHONY: abuse
+abuse: install ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
+	$(BIN)/python scripts/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
+
 .PHONY: fuzz
 fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
 	FUZZ_EXAMPLES=$(EXAMPLES) FUZZ_SEED=random $(BIN)/python -m pytest tests/integration/test_fuzz.py -s

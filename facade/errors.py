@@ -71,6 +71,11 @@ class InvalidTextError(RequestError):
     code = "invalid_text"
 
 
+class TooManyTokensError(ServiceError):
+    status = 413
+    code = "too_many_tokens"
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status = 415
     code = "unsupported_media_type"

@@ -7,12 +7,15 @@ DESCRIPTIONS = {
     400: "The body is not what the API takes; the message says what to change.",
     404: "No route at this path.",
     405: "The path exists, but not for this method; Allow lists the methods it takes.",
-    413: "The request body is over the size limit.",
+    413: "The request body is over the size limit (payload_too_large), or its texts come to more tokens than "
+    "one request may (too_many_tokens: the model's cost limit; the message states the limit, the request's "
+    "count and into how many requests to split it).",
     415: "The body is not JSON (nor, on POST /, the page's form).",
     500: "An unexpected error, logged with the request ID.",
     502: "TorchServe gave an answer the facade did not expect.",
     503: "TorchServe is down, starting, has no READY worker or a full queue, or lost the worker running "
-    "the request twice; retry after Retry-After s.",
+    "the request twice; or the model is busy with heavier requests, or the request waited in its queue until "
+    "the facade would no longer wait for it (answered at once, not run); retry after Retry-After s.",
     504: "TorchServe did not answer within the read timeout.",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}

@@ -8,8 +8,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from facade.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from facade.settings import Settings
+from facade.tokens import TokenLimits
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,14 @@ TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer o
 WORKER_LOST_MESSAGES = ("Worker died.", "Worker scaled down.")
 # Not worth a retry with less time than this left of the read timeout.
 MIN_RETRY_S = 0.5
+# Each request tells the handler when the facade stops waiting for it (Unix time; see
+# handler/sentiment_requests.py), a little before the read timeout, so that a request the worker
+# answers at once because it is too late reaches the facade before the facade gives up on it.
+DEADLINE_HEADER = "X-Request-Deadline"
+DEADLINE_MARGIN_S = 0.5
+# What the handler answers, with 503, for a request it did not run: its deadline passed while it
+# was queued, or the batch's token budget was spent on cheaper requests. Both pass on a retry.
+NOT_SERVED_CODES = ("deadline_exceeded", "busy")
 
 
 class TorchServeClient:
@@ -37,12 +46,17 @@ class TorchServeClient:
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
         self._ready_timeout = (connect_s, settings.ready_timeout_s)
         self._session = pooled_session(settings.threads)
+        self.token_limits = TokenLimits()
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
 
         The whole call, a retry included, takes at most the read timeout (plus connecting).
+        Texts surely over the handler's token limit are refused here, without asking TorchServe.
         """
+        refusal = self.token_limits.refusal(texts)
+        if refusal is not None:
+            raise TooManyTokensError(refusal)
         deadline = time.monotonic() + self._read_timeout
         response = self._post(texts, request_id, self._read_timeout)
         if _worker_lost(response):
@@ -58,7 +72,7 @@ class TorchServeClient:
             if left_s >= MIN_RETRY_S:
                 response = self._post(texts, request_id, left_s)
         if response.status_code != 200:
-            raise _status_error(response, request_id)
+            raise self._status_error(response, request_id)
         return _results(response, len(texts), request_id)
 
     def is_ready(self) -> bool:
@@ -80,7 +94,12 @@ class TorchServeClient:
             return self._session.post(
                 self._predict_url,
                 json={"texts": texts},
-                headers={"X-Request-ID": request_id},
+                # Wall-clock time, since it must mean the same in the worker's process (on another
+                # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
+                headers={
+                    "X-Request-ID": request_id,
+                    DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                },
                 timeout=(self._connect_timeout, read_timeout_s),
                 allow_redirects=False,
             )
@@ -92,6 +111,28 @@ class TorchServeClient:
             raise UpstreamTimeoutError(TIMED_OUT) from exc
         except requests.RequestException as exc:
             raise _malformed(request_id, f"request failed: {exc}") from exc
+
+    def _status_error(self, response: requests.Response, request_id: str) -> Exception:
+        error = _handler_error(response)
+        if response.status_code == 413 and error.get("code") == "too_many_tokens":
+            self.token_limits.learn(error.get("max_request_tokens"), error.get("max_text_tokens"))
+            return TooManyTokensError(_message(error, "The request has too many tokens; split it."))
+        if response.status_code == 503 and error.get("code") in NOT_SERVED_CODES:
+            log.info("TorchServe did not run request %s: %s", request_id, error["code"])
+            return UpstreamUnavailableError(_message(error, UNAVAILABLE))
+        return _status_error(response, request_id)
+
+
+def _handler_error(response: requests.Response) -> dict:
+    # The handler's own error body: {"error": {"code", "message", ...}}; {} for anything else.
+    body = _json_or_none(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _message(error: dict, default: str) -> str:
+    message = error.get("message")
+    return message if isinstance(message, str) and 0 < len(message) <= 500 else default
 
 
 def pooled_session(pool_size: int) -> requests.Session:

@@ -27,6 +27,7 @@ class HandlerOptions:
     max_length: int | None
     precision: str = "fp32"
     max_batch_tokens: int = 1024
+    max_request_tokens: int = 2048
 
 
 def available_cores():
@@ -58,7 +59,7 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     section = yaml_config.get("handler") or {}
     if not isinstance(section, dict):
         raise HandlerConfigError("the handler: section of model-config.yaml must be a mapping")
-    unknown = set(section) - {"threads", "max_length", "precision", "max_batch_tokens"}
+    unknown = set(section) - {"threads", "max_length", "precision", "max_batch_tokens", "max_request_tokens"}
     if unknown:
         raise HandlerConfigError(f"unknown handler option(s) in model-config.yaml: {sorted(unknown)}")
     threads = positive_int("handler.threads", section.get("threads", 0))
@@ -73,6 +74,12 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 1024))
     if max_batch_tokens == 0:
         raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
+    # 0: no cost limit per request (and no token budget per batch).
+    max_request_tokens = positive_int("handler.max_request_tokens", section.get("max_request_tokens", 2048))
     return HandlerOptions(
-        threads=threads, max_length=max_length, precision=precision, max_batch_tokens=max_batch_tokens
+        threads=threads,
+        max_length=max_length,
+        precision=precision,
+        max_batch_tokens=max_batch_tokens,
+        max_request_tokens=max_request_tokens,
     )

@@ -7,6 +7,7 @@ rest of the batch still succeeds.
 """
 
 import logging
+import time
 import warnings
 
 import torch
@@ -15,8 +16,11 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
 from sentiment_requests import (
+    DEADLINE_HEADER,
     Batch,
     InvalidRequestError,
+    admission,
+    deadline_of,
     error_body,
     length_sorted_chunks,
     padding_efficiency,
@@ -25,6 +29,11 @@ from sentiment_requests import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The worker's speed, for deadlines: learned from batches of at least this many tokens (in smaller
+# ones the fixed cost per batch dominates), smoothed over about the last five.
+SPEED_MIN_TOKENS = 256
+SPEED_WEIGHT = 0.2
 
 
 def dynamically_quantized(model):
@@ -41,6 +50,11 @@ def select_device(gpu_id):
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{gpu_id}")
     return torch.device("cpu")
+
+
+def is_parsed(request):
+    """Return True for a request to run (a ParsedRequest), False for one answered with an error."""
+    return not isinstance(request, Exception)
 
 
 class SentimentHandler(BaseHandler):
@@ -65,16 +79,31 @@ class SentimentHandler(BaseHandler):
             self.model = dynamically_quantized(self.model)
         self.max_length = self.token_limit(options.max_length)
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
+        # A single text always fits in a request (0: no limit).
+        self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
+        self.seconds_per_token = 0.0  # unknown until a batch was timed
         self.initialized = True
         logger.info(
-            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d)",
+            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d, max_request_tokens=%d)",
             type(self.model).__name__,
             self.device,
             self.precision,
             torch.get_num_threads(),
             self.max_length,
             self.max_batch_tokens,
+            self.max_request_tokens,
         )
+
+    def token_lengths(self, groups):
+        """Return each text's token count, grouped like `groups` (lists of texts), in one tokenizer call.
+
+        Counted up to one past the limit: that tells a text that was cut from one that just fits.
+        """
+        texts = [text for group in groups for text in group]
+        counts = iter(
+            self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"] if texts else []
+        )
+        return [[len(next(counts)) for _ in group] for group in groups]
 
     def token_limit(self, configured):
         """Return the token limit: the configured one, capped at what the model can take."""
@@ -84,21 +113,33 @@ class SentimentHandler(BaseHandler):
         return min(configured, limit) if configured else limit
 
     def preprocess(self, data):
-        """Decode every request; tokenize all valid texts in passes of similar length."""
+        """Decode every request, refuse or skip the ones not to run, tokenize the rest in passes of similar length."""
         requests = []
         for row in data:
             try:
                 requests.append(parse_request(row))
             except InvalidRequestError as error:
                 requests.append(error)
-        texts = [text for request in requests if not isinstance(request, Exception) for text in request.texts]
-        batch = Batch(requests=requests, texts=texts)
+        # Per request, each text's token count (up to one past the limit, which tells a cut text).
+        lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
+        tokens = [
+            sum(min(n, self.max_length) for n in counts) if is_parsed(request) else None
+            for request, counts in zip(requests, lengths, strict=True)
+        ]
+        deadlines = [deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(data))]
+        started = time.monotonic()
+        decisions = admission(
+            tokens, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
+        )
+        requests = [
+            request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
+        ]
+        admitted = [index for index, request in enumerate(requests) if is_parsed(request)]
+        texts = [text for index in admitted for text in requests[index].texts]
+        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in tokens], started=started)
         if not texts:
             return batch
-        # One token past the limit tells a text that was cut from one that just fits.
-        lengths = [
-            len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"]
-        ]
+        lengths = [n for index in admitted for n in lengths[index]]
         batch.truncated = [length > self.max_length for length in lengths]
         lengths = [min(length, self.max_length) for length in lengths]
         chunks = length_sorted_chunks(lengths, self.max_batch_tokens)
@@ -147,6 +188,7 @@ class SentimentHandler(BaseHandler):
 
     def postprocess(self, batch):
         """Return one response body per request, in order, with a 4xx status for bad ones."""
+        self.learn_speed(batch)
         results = iter(self.text_results(batch))
         responses = []
         for index, request in enumerate(batch.requests):
@@ -154,16 +196,36 @@ class SentimentHandler(BaseHandler):
                 self.context.set_response_status(request.status, request.message, idx=index)
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
-                self.log_request(index, 0, request.status, len(batch.requests))
+                self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
                 responses.append(response_body(request, [next(results) for _ in request.texts]))
-                self.log_request(index, len(request.texts), 200, len(batch.requests))
+                self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
-    def log_request(self, index, texts, status, batch_size):
-        """Log one line per request with the caller's X-Request-ID (never the text), for tracing."""
+    def learn_speed(self, batch):
+        """Update the worker's seconds per token from the batch just run (what deadlines are judged by)."""
+        ran = sum(cost for cost, request in zip(batch.tokens, batch.requests, strict=True) if is_parsed(request))
+        if ran >= SPEED_MIN_TOKENS:
+            sample = (time.monotonic() - batch.started) / ran
+            old = self.seconds_per_token
+            self.seconds_per_token = sample if not old else (1 - SPEED_WEIGHT) * old + SPEED_WEIGHT * sample
+
+    def log_request(self, index, texts, tokens, status, code, batch_size):
+        """Log one line per request with the caller's X-Request-ID (never the text), for tracing.
+
+        Refused and skipped requests get theirs too (status 413 or 503, code too_many_tokens,
+        deadline_exceeded or busy), so the log shows what the worker did not run.
+        """
         request_id = self.context.get_request_header(index, "X-Request-ID")
-        logger.info("request_id=%s texts=%d status=%d batch=%d", request_id or "-", texts, status, batch_size)
+        logger.info(
+            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d",
+            request_id or "-",
+            texts,
+            tokens,
+            status,
+            code,
+            batch_size,
+        )
 
     def text_results(self, batch):
         """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""

@@ -6,7 +6,13 @@ request is lives here where unit tests can reach it without a model.
 """
 
 import json
+import math
 from dataclasses import dataclass, field
+
+# The header the facade sets on each request: the Unix time (seconds, a decimal) after which it
+# no longer waits for the answer. Absolute, because only an absolute time survives TorchServe's
+# queue; it assumes the facade's and the worker's clocks agree (one host, or NTP across hosts).
+DEADLINE_HEADER = "X-Request-Deadline"
 
 
 class InvalidRequestError(ValueError):
@@ -18,6 +24,44 @@ class InvalidRequestError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class TooManyTokensError(InvalidRequestError):
+    """A request whose texts cost more tokens than one request may."""
+
+    status = 413
+
+    def __init__(self, tokens, limit, max_text_tokens):
+        super().__init__(
+            "too_many_tokens",
+            f"The texts of this request come to {tokens} tokens, over the limit of {limit} tokens per "
+            f"request (each text counts at most {max_text_tokens}); split them into at least "
+            f"{math.ceil(tokens / limit)} requests.",
+        )
+        # For the facade, which learns the limits from this answer (its own check comes first).
+        self.details = {"tokens": tokens, "max_request_tokens": limit, "max_text_tokens": max_text_tokens}
+
+
+class NotServedError(InvalidRequestError):
+    """A valid request the worker answers at once instead of running: too late, or no room in the batch."""
+
+    status = 503
+
+
+def deadline_passed_error():
+    """Return the answer to a request whose caller stopped waiting while it was queued."""
+    return NotServedError(
+        "deadline_exceeded",
+        "The request waited in the queue until it could no longer be answered before its caller stops waiting; "
+        "retry shortly.",
+    )
+
+
+def over_budget_error():
+    """Return the answer to a request that did not fit into the batch's token budget."""
+    return NotServedError(
+        "busy", "The model is busy with other requests; retry shortly, or send fewer or shorter texts."
+    )
 
 
 @dataclass(frozen=True)
@@ -40,6 +84,8 @@ class Batch:
     chunks: list = field(default_factory=list)  # (text indexes, tokenizer output) per forward pass
     truncated: list = field(default_factory=list)  # per text: was it cut at the token limit
     logits: object = None  # model output (a tensor), rows in `texts` order
+    tokens: list = field(default_factory=list)  # per request: its tokens after truncation (0: not parsed)
+    started: float = 0.0  # time.monotonic() when the worker took the batch
 
 
 def length_sorted_chunks(lengths, max_tokens):
@@ -60,6 +106,53 @@ def length_sorted_chunks(lengths, max_tokens):
     if current:
         chunks.append(current)
     return chunks
+
+
+def deadline_of(value):
+    """Return the deadline header's Unix time as a float, or None when absent or not a finite number."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("ascii", "replace")
+    try:
+        deadline = float(value)
+    except (TypeError, ValueError):
+        return None
+    return deadline if math.isfinite(deadline) else None
+
+
+def admission(tokens, deadlines, now, limit, max_text_tokens, seconds_per_token=0.0):
+    """Return, per request, None to run it or the error to answer at once instead.
+
+    `tokens[i]` is request i's cost (None: not a valid request, left alone), `deadlines[i]` the
+    Unix time its caller stops waiting (None: no deadline). A request over `limit` is refused
+    (413); one whose deadline has passed is skipped, since nobody would read its answer. The
+    others are admitted cheapest first while the batch's total stays within `limit` (the first
+    always), and the rest are answered 503 at once: a batch then never costs much more than the
+    largest request allowed, which bounds how long any request waits behind heavy ones. limit 0:
+    no limit and no budget. With the worker's recent `seconds_per_token`, a request that could
+    not finish before its deadline even if its batch held only it and the cheaper ones admitted
+    before it is skipped too.
+    """
+    decisions = [None] * len(tokens)
+    candidates = []
+    for index, (cost, deadline) in enumerate(zip(tokens, deadlines, strict=True)):
+        if cost is None:
+            continue
+        if limit and cost > limit:
+            decisions[index] = TooManyTokensError(cost, limit, max_text_tokens)
+        elif deadline is not None and deadline <= now:
+            decisions[index] = deadline_passed_error()
+        else:
+            candidates.append(index)
+    total = 0
+    for index in sorted(candidates, key=tokens.__getitem__):
+        finish = now + seconds_per_token * (total + tokens[index])
+        if deadlines[index] is not None and deadlines[index] <= finish:
+            decisions[index] = deadline_passed_error()
+        elif limit and total and total + tokens[index] > limit:
+            decisions[index] = over_budget_error()
+        else:
+            total += tokens[index]
+    return decisions
 
 
 def padding_efficiency(lengths, chunks):
@@ -126,7 +219,7 @@ def parse_request(row):
 
 def error_body(error):
     """Return the JSON-ready body TorchServe sends back for a rejected request."""
-    return {"error": {"code": error.code, "message": error.message}}
+    return {"error": {"code": error.code, "message": error.message, **getattr(error, "details", {})}}
 
 
 def response_body(request, results):

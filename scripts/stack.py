@@ -35,6 +35,8 @@ NGINX_SETTINGS = {
     "NGINX_LIMIT_REQ": ("off", r"on|off", "on or off (a per-client rate limit)"),
     "NGINX_LIMIT_REQ_RATE": ("10r/s", r"[1-9][0-9]*r/[sm]", "requests per client per second or minute, e.g. 10r/s"),
     "NGINX_LIMIT_REQ_BURST": ("20", r"[1-9][0-9]*", "requests above the rate let through at once, at least 1"),
+    "NGINX_LIMIT_CONN": ("off", r"on|off", "on or off (a per-client limit on requests in progress)"),
+    "NGINX_LIMIT_CONN_PER_CLIENT": ("16", r"[1-9][0-9]*", "requests in progress per client address, at least 1"),
 }
 
 

@@ -187,6 +187,17 @@ def limited_nginx(shared_stack, tmp_path_factory):
     process.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def connection_limited_nginx(shared_stack, tmp_path_factory):
+    """nginx with the per-client connection limit on: 2 requests in progress per client address."""
+    settings, process = extra_nginx(
+        shared_stack, tmp_path_factory, "conn-limited-nginx", NGINX_LIMIT_CONN="on", NGINX_LIMIT_CONN_PER_CLIENT="2"
+    )
+    yield settings
+    assert stop_nginx(process.pid)
+    process.wait(timeout=10)
+
+
 def nested(depth):
     return b'{"text": ' + b"[" * depth + b"]" * depth + b"}"
 
@@ -506,6 +517,45 @@ def test_the_rate_limit_when_on_answers_json_429_with_retry_after_to_that_client
         assert headers["Retry-After"] == "1"
         assert seconds < ERROR_S
     assert other_client[0] == 200
+
+
+def test_the_connection_limit_is_off_by_default(port):
+    held = [hold_a_request_open(port) for _ in range(4)]
+    try:
+        assert send(port, method="GET", path="/healthz", content_type=None)[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def hold_a_request_open(port, source="127.0.0.1"):
+    """Send a POST's headers and half its body, then wait: nginx keeps working on that request."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{")
+    return sock
+
+
+def test_the_connection_limit_when_on_answers_json_429_to_that_client_only(connection_limited_nginx):
+    port = connection_limited_nginx.http_port
+    held = [hold_a_request_open(port), hold_a_request_open(port)]
+    try:
+        time.sleep(0.3)  # nginx has read both requests' headers
+        third = send(port, method="GET", path="/healthz", content_type=None)
+        other_client = send(port, method="GET", path="/healthz", content_type=None, source="127.0.0.2")
+    finally:
+        for sock in held:
+            sock.close()
+    assert_json_error(*third[:3], 429, "rate_limited")
+    assert third[1]["Retry-After"] == "1"
+    assert third[3] < ERROR_S
+    assert other_client[0] == 200
+    # Once the held requests are gone, the client is served again.
+    wait_until(
+        lambda: send(port, method="GET", path="/healthz", content_type=None)[0] == 200,
+        timeout_s=5,
+        what="the client's slots to be freed",
+        log_path=connection_limited_nginx.log_dir,
+    )
 
 
 def test_other_clients_were_served_quickly_throughout(bystander):

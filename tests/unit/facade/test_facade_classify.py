@@ -212,3 +212,16 @@ def test_unexpected_exception_becomes_json_500_without_details(client, predictor
     assert_error(response, 500, "internal_error")
     assert "secret" not in response.get_data(as_text=True)
     assert response.headers["X-Request-ID"] in response.get_json()["error"]["message"]
+
+
+def test_a_request_over_the_token_limit_gets_413_too_many_tokens_in_the_json_error_shape(client, predictor):
+    from facade.errors import TooManyTokensError
+
+    predictor.error = TooManyTokensError("The texts of this request come to 900 tokens, over the limit of 600.")
+    response = client.post("/", json={"texts": ["good", "bad"]})
+
+    assert response.status_code == 413
+    assert response.get_json() == {
+        "error": {"code": "too_many_tokens", "message": predictor.error.message},
+        "container_id": "test-box",
+    }

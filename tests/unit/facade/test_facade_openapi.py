@@ -67,3 +67,11 @@ def test_error_table_has_a_distinct_code_for_each_failure():
         "invalid_text",
         "bad_request",
     ]
+
+
+def test_413_documents_the_token_limit_next_to_the_body_size_limit(spec):
+    response = spec["paths"]["/"]["post"]["responses"]["413"]
+    codes = response["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]["enum"]
+
+    assert codes == ["too_many_tokens", "payload_too_large"]
+    assert "too_many_tokens" in response["description"]

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from facade.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
 
@@ -318,3 +318,63 @@ def test_not_ready_when_the_management_api_refuses_connections():
 
     assert client.is_ready() is False
     client.close()
+
+
+def test_each_post_tells_torchserve_when_the_facade_stops_waiting(torchserve, retrying_client):
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    before = time.time()
+
+    retrying_client.classify(["good"], "rid-deadline")
+
+    deadline = float(torchserve.received[0][2]["X-Request-Deadline"])
+    # Read timeout 2 s, less the margin that lets a refusal at the deadline still reach the facade.
+    assert before + 1.0 < deadline < time.time() + 2.0
+
+
+TOO_MANY = {
+    "error": {
+        "code": "too_many_tokens",
+        "message": "The texts of this request come to 900 tokens, over the limit of 600 tokens per request "
+        "(each text counts at most 512); split them into at least 2 requests.",
+        "tokens": 900,
+        "max_request_tokens": 600,
+        "max_text_tokens": 512,
+    }
+}
+
+
+def test_the_handlers_413_becomes_too_many_tokens_and_later_requests_surely_over_are_refused_here(
+    torchserve, ts_client
+):
+    torchserve.answer("POST", "/predictions/sentiment", status=413, body=TOO_MANY)
+    with pytest.raises(TooManyTokensError) as refused:
+        ts_client.classify(["word " * 450, "word " * 450], "rid-1")
+    assert refused.value.message == TOO_MANY["error"]["message"]
+    assert len(torchserve.received) == 1
+
+    # 3 texts of at least 300 tokens: over 600 whatever the tokenizer makes of them.
+    with pytest.raises(TooManyTokensError) as refused_here:
+        ts_client.classify(["word " * 298] * 3, "rid-2")
+    assert "at least 900 tokens" in refused_here.value.message
+    assert "at least 2 requests" in refused_here.value.message
+    assert len(torchserve.received) == 1
+
+    # A request whose lower bound is within the limit still goes to the handler, which decides.
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    assert ts_client.classify(["word " * 500], "rid-3") == OK["results"]
+    assert len(torchserve.received) == 2
+
+
+@pytest.mark.parametrize("code", ["deadline_exceeded", "busy"])
+def test_a_request_the_handler_did_not_run_is_unavailable_with_the_handlers_message(torchserve, ts_client, code):
+    body = {"error": {"code": code, "message": "The model is busy with other requests; retry shortly."}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
+    with pytest.raises(UpstreamUnavailableError, match="busy with other requests"):
+        ts_client.classify(["good"], "rid-busy")
+
+
+def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
+    body = {"error": {"code": "too_many_tokens", "message": "wrong status"}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
+    with pytest.raises(UpstreamError):
+        ts_client.classify(["good"], "rid-odd")

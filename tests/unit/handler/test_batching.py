@@ -2,7 +2,7 @@
 
 import pytest
 
-from sentiment_requests import length_sorted_chunks, padding_efficiency
+from sentiment_requests import admission, deadline_of, length_sorted_chunks, padding_efficiency
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,39 @@ def test_sorting_raises_padding_efficiency_over_one_padded_batch():
     sorted_passes = padding_efficiency(lengths, length_sorted_chunks(lengths, 150))
     assert one_batch == pytest.approx(165 / 300)
     assert sorted_passes > 0.95 > one_batch
+
+
+def codes(decisions):
+    return [None if decision is None else decision.code for decision in decisions]
+
+
+def test_admission_refuses_requests_over_the_limit_and_skips_passed_deadlines():
+    decisions = admission([700, 10, 20, None], [None, 99.0, 101.0, 50.0], now=100.0, limit=600, max_text_tokens=512)
+    assert codes(decisions) == ["too_many_tokens", "deadline_exceeded", None, None]
+    assert decisions[0].status == 413 and decisions[1].status == 503
+
+
+def test_admission_runs_the_cheapest_first_within_the_budget():
+    decisions = admission([400, 300, 10, 290, 5], [None] * 5, now=0.0, limit=600, max_text_tokens=512)
+    # 5 + 10 + 290 = 305; + 300 = 605 is over 600, and so is + 400.
+    assert codes(decisions) == ["busy", "busy", None, None, None]
+
+
+def test_admission_always_runs_one_request_and_limit_0_runs_all():
+    assert codes(admission([600], [None], now=0.0, limit=600, max_text_tokens=512)) == [None]
+    assert codes(admission([5000, 9000], [None, None], now=0.0, limit=0, max_text_tokens=512)) == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1700000000.5", 1700000000.5), (b"12", 12.0), ("x", None), (None, None), ("inf", None)]
+)
+def test_the_deadline_header_is_read_as_unix_seconds_or_ignored(value, expected):
+    assert deadline_of(value) == expected
+
+
+def test_admission_skips_a_request_that_could_not_finish_before_its_deadline():
+    # 1 ms per token: the 10-token request ends at 100.01, the 500-token one at 100.51 at the earliest.
+    decisions = admission(
+        [500, 10], [100.3, 100.3], now=100.0, limit=2048, max_text_tokens=512, seconds_per_token=0.001
+    )
+    assert codes(decisions) == ["deadline_exceeded", None]

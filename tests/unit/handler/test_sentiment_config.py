@@ -57,3 +57,10 @@ def test_precision_and_pass_budget_come_from_the_yaml():
 def test_unknown_precision_or_empty_pass_budget_is_refused(section, message):
     with pytest.raises(HandlerConfigError, match=message):
         handler_options({"handler": section}, environ={}, cores=1)
+
+
+def test_the_token_limit_per_request_comes_from_the_yaml_and_0_turns_it_off():
+    assert handler_options({}, environ={}, cores=1).max_request_tokens == 2048
+    assert handler_options({"handler": {"max_request_tokens": 0}}, environ={}, cores=1).max_request_tokens == 0
+    with pytest.raises(HandlerConfigError, match=r"handler\.max_request_tokens"):
+        handler_options({"handler": {"max_request_tokens": -5}}, environ={}, cores=1)

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 
 import pytest
 import torch
@@ -154,13 +155,14 @@ def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny
     assert handler.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
 
 
-def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, caplog):
+def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, loaded_handler, caplog):
     private_text = "my very private sentence"
+    tokens = len(loaded_handler.tokenizer(private_text)["input_ids"])
     with caplog.at_level("INFO", logger="sentiment_handler"):
         handle([{"body": {"text": private_text}}, {"body": {"texts": 5}}], headers={0: {"X-Request-ID": "trace-7"}})
     lines = [record.getMessage() for record in caplog.records]
-    assert "request_id=trace-7 texts=1 status=200 batch=2" in lines
-    assert "request_id=- texts=0 status=400 batch=2" in lines
+    assert f"request_id=trace-7 texts=1 tokens={tokens} status=200 code=- batch=2" in lines
+    assert "request_id=- texts=0 tokens=0 status=400 code=invalid_text_type batch=2" in lines
     assert all(private_text not in line for line in lines)
 
 
@@ -189,3 +191,85 @@ def test_bf16_mode_stays_close_to_the_pipeline(tiny_model_dir, reference):
     responses = handler.handle([{"body": {"texts": UNEVEN}}], FakeContext(tiny_model_dir))
     for result, text in zip(responses[0]["results"], UNEVEN, strict=True):
         assert result["score"] == pytest.approx(reference(text)[0]["score"], abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def limited_handler(tiny_model_dir):
+    """A handler whose requests may cost at most 600 tokens (the tiny model's texts are cut at 512)."""
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"max_request_tokens": 600}}))
+    return handler
+
+
+def words(count):
+    """Return a text of `count` one-token words: count + 2 tokens with [CLS] and [SEP]."""
+    return " ".join(["good"] * count)
+
+
+def test_a_request_over_the_token_limit_gets_413_with_the_limit_and_its_count(limited_handler, tiny_model_dir):
+    context = FakeContext(tiny_model_dir)
+    # 298 + 2 tokens each: 600 is allowed, 900 is not; a 2000-word text counts 512 (truncated).
+    rows = [{"body": {"texts": [words(298)] * 3}}, {"body": {"texts": [words(298)] * 2}}]
+    responses = limited_handler.handle(rows, context)
+    assert context.statuses[0][0] == 413
+    error = responses[0]["error"]
+    assert error["code"] == "too_many_tokens"
+    assert "900 tokens" in error["message"] and "600" in error["message"] and "at least 2 requests" in error["message"]
+    assert (error["tokens"], error["max_request_tokens"], error["max_text_tokens"]) == (900, 600, 512)
+    assert len(responses[1]["results"]) == 2
+    responses = limited_handler.handle([{"body": {"texts": [words(2000), words(100)]}}], context)
+    assert responses[0]["error"]["tokens"] == 512 + 102
+
+
+def test_the_limit_is_never_below_one_text_at_the_models_token_limit(tiny_model_dir):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"max_request_tokens": 10}}))
+    assert handler.max_request_tokens == 512
+    responses = handler.handle([{"body": {"text": words(3000)}}], FakeContext(tiny_model_dir))
+    assert responses[0]["truncated"] is True
+
+
+def test_a_request_whose_deadline_has_passed_is_answered_503_without_running(limited_handler, tiny_model_dir):
+    now = time.time()
+    headers = {0: {"X-Request-Deadline": str(now - 1)}, 1: {"X-Request-Deadline": str(now + 60).encode()}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = limited_handler.handle([{"body": {"text": SHORT}}, {"body": {"text": LONGER}}], context)
+    assert context.statuses == {0: (503, responses[0]["error"]["message"])}
+    assert responses[0]["error"]["code"] == "deadline_exceeded"
+    assert responses[1]["label"] in {"NEGATIVE", "POSITIVE"}
+
+
+def test_a_batch_runs_the_cheapest_requests_within_the_budget_and_answers_the_rest_503(
+    limited_handler, tiny_model_dir, reference
+):
+    context = FakeContext(tiny_model_dir)
+    # 500 + 300 + 12 tokens: the 12 and the 300 fit in 600, the 500 would not.
+    rows = [{"body": {"text": words(498)}}, {"body": {"text": words(298)}}, {"body": {"text": words(10)}}]
+    responses = limited_handler.handle(rows, context)
+    assert set(context.statuses) == {0}
+    assert context.statuses[0][0] == 503
+    assert responses[0]["error"]["code"] == "busy"
+    assert_matches_pipeline(responses[1], reference(words(298))[0])
+    assert_matches_pipeline(responses[2], reference(words(10))[0])
+
+
+def test_unreadable_deadlines_are_ignored(limited_handler, tiny_model_dir):
+    headers = {0: {"X-Request-Deadline": "soon"}, 1: {"X-Request-Deadline": "nan"}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = limited_handler.handle([{"body": {"text": SHORT}}, {"body": {"text": SHORT}}], context)
+    assert context.statuses == {}
+    assert [response["label"] for response in responses] == [responses[0]["label"]] * 2
+
+
+def test_the_worker_learns_its_speed_and_skips_a_request_it_could_not_finish_in_time(tiny_model_dir):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_model_dir))
+    handler.handle([{"body": {"texts": [words(298)] * 2}}], FakeContext(tiny_model_dir))
+    assert handler.seconds_per_token > 0
+    # Seconds for 300 tokens, at the speed just measured; a deadline that leaves a tenth of that.
+    needs_s = handler.seconds_per_token * 300
+    headers = {0: {"X-Request-Deadline": str(time.time() + needs_s / 10)}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = handler.handle([{"body": {"text": words(298)}}], context)
+    assert responses[0]["error"]["code"] == "deadline_exceeded"
+    assert context.statuses[0][0] == 503
