@@ -30,7 +30,7 @@ class HandlerOptions:
     runtime: str = "onnx"
     precision: str = "fp32"
     max_batch_tokens: int = 1024
-    warmup_seconds: int = 10
+    warmup_seconds: int = 3
 
 
 def available_cores():
@@ -95,7 +95,7 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 1024))
     if max_batch_tokens == 0:
         raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
-    warmup_seconds = positive_int("handler.warmup_seconds", section.get("warmup_seconds", 10))
+    warmup_seconds = positive_int("handler.warmup_seconds", section.get("warmup_seconds", 3))
     return HandlerOptions(
         threads=threads,
         max_length=max_length,

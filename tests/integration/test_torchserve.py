@@ -102,7 +102,7 @@ def test_the_worker_warms_up_before_it_is_ready_and_logs_how_long(torchserve):
     assert warmups, "no warm-up line in model_log.log"
     done, planned, _, budget = (int(float(value)) for value in warmups[0])
     assert 1 <= done <= planned
-    assert budget == 10
+    assert budget == 3
 
 
 def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):

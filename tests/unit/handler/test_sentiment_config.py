@@ -85,5 +85,5 @@ def test_torch_runs_every_precision_and_onnx_runs_fp32_and_int8():
 
 
 def test_warm_up_budget_comes_from_the_yaml_with_a_default():
-    assert handler_options({}, environ={}, cores=1).warmup_seconds == 10
+    assert handler_options({}, environ={}, cores=1).warmup_seconds == 3
     assert handler_options({"handler": {"warmup_seconds": 0}}, environ={}, cores=1).warmup_seconds == 0
