@@ -93,9 +93,18 @@ logs: ## Show where the native stack logs, with the last lines of each log
 	$(BIN)/python scripts/stack.py logs
 
 .PHONY: bench
-bench: install ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
+bench: install ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)
 	$(BIN)/pip install --quiet --group bench
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+.PHONY: bench-tune
+bench-tune: install ## Sweep batchSize, maxBatchDelay, workers x threads at concurrency 8/32/64 (QUICK=1: < 10 min)
+	$(BIN)/pip install --quiet --group bench
+	$(BIN)/python bench/run.py --tune $(if $(QUICK),--quick,)
+
+.PHONY: bench-int8
+bench-int8: install ## Static int8 ONNX experiment: SST-2 dev accuracy and speed of fp32, dynamic and static int8
+	$(BIN)/python bench/static_int8.py
 
 DURATION ?= 300
 EXAMPLES ?= 2000
