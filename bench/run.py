@@ -211,7 +211,7 @@ def original_points(model_dir, bodies, rule):
     work = WORK_DIR / "original"
     port = free_port()
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "SEED_TORCH_THREADS": "1"}
+    env = {**os.environ, "MODEL_DIR": str(model_dir), "ORIGINAL_TORCH_THREADS": "1"}
     original = start_group(
         [
             str(gunicorn),
@@ -223,7 +223,7 @@ def original_points(model_dir, bodies, rule):
             f"127.0.0.1:{port}",
             "--timeout",
             "120",
-            "bench.seed_app:create_app()",
+            "bench.original_app:create_app()",
         ],
         env=env,
         log_path=work / "logs" / "original.log",
