@@ -245,3 +245,30 @@ def test_layouts_are_workers_by_threads():
     assert parse_layout("2x1") == (2, 1)
     with pytest.raises(ValueError, match="workers x threads"):
         parse_layout("2")
+
+
+def test_a_tuned_archive_carries_its_batching_settings_and_is_no_longer_the_plain_build(tmp_path):
+    import json
+    import zipfile
+
+    from bench.run import with_model_config
+
+    mar = tmp_path / "sentiment.mar"
+    with zipfile.ZipFile(mar, "w") as archive:
+        archive.writestr("model-config.yaml", "minWorkers: 1\nbatchSize: 32\nhandler:\n  precision: fp32\n")
+        archive.writestr("build-info.json", json.dumps({"fingerprint": "abc"}))
+        archive.writestr("model.safetensors", b"weights")
+    with_model_config(mar, Batching(2, 1, 16, 10).model_config())
+    with zipfile.ZipFile(mar) as archive:
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+        fingerprint = json.loads(archive.read("build-info.json"))["fingerprint"]
+        weights = archive.read("model.safetensors")
+    assert config == {
+        "minWorkers": 2,
+        "batchSize": 16,
+        "handler": {"precision": "fp32", "threads": 1},
+        "maxWorkers": 2,
+        "maxBatchDelay": 10,
+    }
+    assert fingerprint != "abc"
+    assert weights == b"weights"
