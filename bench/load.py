@@ -89,6 +89,17 @@ class PointRule:
         """Return how long a point with this p50 must run (at least the floor), capped."""
         return min(self.cap_s, max(self.floor_s, math.ceil(self.p50_factor * p50_ms / 1000)))
 
+    def next_duration_s(self, concurrency, requests, ran_s, p50_ms):
+        """Return how long the next run must be, from what a run of `ran_s` seconds showed.
+
+        Only requests that finished count in the p50, so a run shorter than the latency shows
+        too few, too fast ones; a closed loop's latency is also concurrency / throughput
+        (Little's law), and nothing finished means the latency exceeds the run: go to the cap.
+        """
+        if requests == 0:
+            return self.cap_s
+        return self.duration_s(max(p50_ms, 1000 * concurrency * ran_s / requests))
+
     def invalid_reason(self, duration_s, p50_ms, requests):
         """Return why a point of `duration_s` with this p50 and request count is invalid, or None."""
         if requests == 0:
@@ -226,13 +237,15 @@ def measure(url, bodies_file, concurrency, rule, components, model_log=None):
     """
     warmup, _ = run_wrk(url, bodies_file, concurrency, rule.warmup_s)
     drain(url, bodies_file)
-    duration_s = rule.duration_s(warmup["p50_us"] / 1000)
+    duration_s = rule.next_duration_s(
+        concurrency, warmup["requests"], warmup["duration_us"] / 1e6, warmup["p50_us"] / 1000
+    )
     for attempt in range(2):
         offset = log_size(model_log) if model_log else 0
         summary, usage = run_wrk(url, bodies_file, concurrency, duration_s, components)
         drain(url, bodies_file)
         p50_ms = summary["p50_us"] / 1000
-        needed_s = rule.duration_s(p50_ms)
+        needed_s = rule.next_duration_s(concurrency, summary["requests"], summary["duration_us"] / 1e6, p50_ms)
         if needed_s <= duration_s or attempt == 1:
             break
         duration_s = needed_s

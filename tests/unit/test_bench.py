@@ -38,6 +38,17 @@ def test_a_point_never_runs_past_the_cap():
     assert rule.duration_s(p50_ms=30_000) == 180
 
 
+def test_a_run_where_nothing_finished_asks_for_the_cap():
+    rule = PointRule(floor_s=5, p50_factor=20, cap_s=45)
+    assert rule.next_duration_s(concurrency=64, requests=0, ran_s=2, p50_ms=0) == 45
+
+
+def test_a_short_run_plans_by_littles_law_when_its_p50_only_saw_the_fast_requests():
+    rule = PointRule(floor_s=5, p50_factor=20, cap_s=180)
+    # 64 clients, 32 answers in 2 s: each client waits ~4 s, whatever the p50 of those 32 says.
+    assert rule.next_duration_s(concurrency=64, requests=32, ran_s=2, p50_ms=900) == 80
+
+
 def test_a_point_long_enough_for_its_latency_is_valid():
     rule = PointRule(floor_s=15, p50_factor=20, cap_s=180)
     assert rule.invalid_reason(duration_s=74, p50_ms=3700, requests=1200) is None
