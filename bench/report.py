@@ -257,11 +257,12 @@ def write_plot(results, path):
         except InvalidFigure:
             continue
         line = throughput.axhline(value, linestyle=":", linewidth=1, color=f"C{index % 10}")
-        throughput.annotate(
-            f"in-process {mode}", (1, value), fontsize=6, color=line.get_color(), va="bottom", xycoords="data"
-        )
-    throughput.set(xscale="log", xlabel="concurrent clients", ylabel="sentences / s", title="Throughput")
-    tail.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="p99 latency")
+        throughput.annotate(f"in-process {mode}", (1, value), fontsize=6, color=line.get_color(), va="bottom")
+    concurrencies = sorted({p["concurrency"] for p in results["points"]})
+    for axes in (throughput, tail):
+        axes.set(xscale="log", xlabel="concurrent clients", xticks=concurrencies, xticklabels=concurrencies)
+    throughput.set(ylabel="sentences / s", title="Throughput", ylim=(0, None))
+    tail.set(yscale="log", ylabel="p99 latency (ms)", title="p99 latency")
     throughput.legend(fontsize=7)
     machine = results["machine"]
     figure.suptitle(
