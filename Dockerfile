@@ -172,7 +172,7 @@ RUN set -eux; \
         /home/model-server/tmp /home/model-server/.cache /home/model-server/.cache/huggingface
 
 COPY --from=torchserve-build /opt/venv /opt/venv
-COPY config.properties /opt/sentiment/config.properties
+COPY config.properties torchserve-metrics.yaml /opt/sentiment/
 COPY handler/ /opt/sentiment/handler/
 
 # TorchServe reads every config.properties key from TS_<KEY> (enable_envvars_config=true): inside
@@ -193,6 +193,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TS_METRICS_ADDRESS=http://0.0.0.0:8092 \
     TS_GRPC_INFERENCE_ADDRESS=127.0.0.1 \
     TS_GRPC_MANAGEMENT_ADDRESS=127.0.0.1 \
+    TS_METRICS_CONFIG=/opt/sentiment/torchserve-metrics.yaml \
     LOG_LOCATION=/home/model-server/logs \
     METRICS_LOCATION=/home/model-server/logs \
     TEMP=/home/model-server/tmp \

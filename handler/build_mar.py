@@ -6,7 +6,12 @@ Environment (all optional):
   MODEL_REVISION  hub revision    (default 714eb0f, the one transformers' sentiment pipeline pins)
   MODEL_NAME      TorchServe model name and archive name (default sentiment)
   MODEL_STORE     output folder   (default model-store next to this project)
+  RUNTIME         onnx or torch: overrides model-config.yaml's handler.runtime
   PRECISION       fp32, bf16 or int8: overrides model-config.yaml's handler.precision
+
+With the onnx runtime (the default) the model is exported to model.onnx here (int8: quantized
+here too) and the archive holds it instead of the safetensors weights; with torch it holds
+the weights. Either way it holds config.json and the tokenizer files.
 
 The archive is written to a private temp dir and moved into place only when complete, so a
 failed build never leaves a half-written .mar. It is rebuilt only when an input changed.
@@ -25,12 +30,19 @@ from pathlib import Path
 
 import yaml
 
-from sentiment_config import PRECISIONS
+from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
 
 HANDLER_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = HANDLER_DIR.parent
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
-HANDLER_MODULES = (HANDLER_DIR / "sentiment_requests.py", HANDLER_DIR / "sentiment_config.py")
+HANDLER_MODULES = (
+    HANDLER_DIR / "sentiment_requests.py",
+    HANDLER_DIR / "sentiment_config.py",
+    HANDLER_DIR / "sentiment_runtime.py",
+)
+# Not packed, but what it writes is: a change to the export rebuilds the archive.
+EXPORT_MODULE = HANDLER_DIR / "onnx_export.py"
+ONNX_FILE = "model.onnx"
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 BUILD_INFO = "build-info.json"
 ARCHIVE_VERSION = "1.0"
@@ -65,6 +77,7 @@ class BuildSettings:
     model_name: str
     model_store: Path
     precision: str | None = None
+    runtime: str | None = None
 
     @classmethod
     def from_env(cls, environ=os.environ):
@@ -77,6 +90,7 @@ class BuildSettings:
             model_name=environ.get("MODEL_NAME") or "sentiment",
             model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
             precision=environ.get("PRECISION") or None,
+            runtime=environ.get("RUNTIME") or None,
         )
 
     @property
@@ -118,22 +132,47 @@ def model_files(model_dir):
 
 
 def model_config_text(settings):
-    """Return the model-config.yaml to pack: the project's, with PRECISION applied if given."""
+    """Return the model-config.yaml to pack: the project's, with RUNTIME and PRECISION applied if given."""
     text = MODEL_CONFIG.read_text()
-    if settings.precision is None:
-        return text
-    if settings.precision not in PRECISIONS:
+    if settings.runtime is not None and settings.runtime not in RUNTIMES:
+        raise BuildError(f"RUNTIME must be one of {', '.join(RUNTIMES)}, got {settings.runtime!r}")
+    if settings.precision is not None and settings.precision not in PRECISIONS:
         raise BuildError(f"PRECISION must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
     config = yaml.safe_load(text)
-    config.setdefault("handler", {})["precision"] = settings.precision
+    section = config.setdefault("handler", {})
+    for key, value in (("runtime", settings.runtime), ("precision", settings.precision)):
+        if value is not None:
+            section[key] = value
+    runtime, precision = serving_mode(config)
+    problem = runtime_precision_problem(runtime, precision)
+    if problem:
+        raise BuildError(
+            f"RUNTIME={runtime} with PRECISION={precision}: {problem} "
+            "(set RUNTIME and PRECISION, or handler.runtime/handler.precision in handler/model-config.yaml)."
+        )
+    if settings.runtime is None and settings.precision is None:
+        return text
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def serving_mode(config):
+    """Return (runtime, precision) of a parsed model-config.yaml, defaults filled in."""
+    section = config.get("handler") or {}
+    return section.get("runtime", "onnx"), section.get("precision", "fp32")
+
+
+def archived_files(files, runtime):
+    """Return the model files to pack as they are: the weights only for the torch runtime."""
+    if runtime == "torch":
+        return files
+    return [path for path in files if not path.name.endswith(".safetensors")]
 
 
 def inputs_fingerprint(settings, files):
     """Return a hash of everything that ends up in the archive, to skip needless rebuilds."""
     digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_VERSION}".encode())
     digest.update(model_config_text(settings).encode())
-    for path in (HANDLER_FILE, *HANDLER_MODULES, *files):
+    for path in (HANDLER_FILE, *HANDLER_MODULES, EXPORT_MODULE, *files):
         digest.update(path.name.encode())
         with path.open("rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -157,12 +196,24 @@ def build_info(settings, fingerprint):
         if settings.model_dir
         else {"model_id": settings.model_id, "revision": settings.model_revision}
     )
+    runtime, precision = serving_mode(yaml.safe_load(model_config_text(settings)))
     return {
         "fingerprint": fingerprint,
         "model_name": settings.model_name,
-        "precision": yaml.safe_load(model_config_text(settings)).get("handler", {}).get("precision", "fp32"),
+        "runtime": runtime,
+        "precision": precision,
         **source,
     }
+
+
+def exported_model(model_dir, runtime, precision, work_dir):
+    """Return [model.onnx] exported into `work_dir` for the onnx runtime, or [] for torch."""
+    if runtime != "onnx":
+        return []
+    from onnx_export import export_onnx
+
+    print(f"Exporting {model_dir.name} to ONNX ({precision}) ...", flush=True)
+    return [export_onnx(model_dir, work_dir / ONNX_FILE, precision)]
 
 
 def run_archiver(settings, files, info, work_dir):
@@ -221,8 +272,11 @@ def build(settings):
     settings.model_store.mkdir(parents=True, exist_ok=True)
     # Same file system as the target, so the final rename is atomic.
     work_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.model_store))
+    info = build_info(settings, fingerprint)
     try:
-        built = run_archiver(settings, files, build_info(settings, fingerprint), work_dir)
+        packed = archived_files(files, info["runtime"])
+        packed += exported_model(model_dir, info["runtime"], info["precision"], work_dir)
+        built = run_archiver(settings, packed, info, work_dir)
         os.replace(built, settings.archive_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -16,7 +16,9 @@ class HandlerConfigError(ValueError):
     """model-config.yaml or the environment asks for something the handler cannot do."""
 
 
+RUNTIMES = ("onnx", "torch")
 PRECISIONS = ("fp32", "bf16", "int8")
+OPTIONS = ("runtime", "threads", "max_length", "precision", "max_batch_tokens", "warmup_seconds")
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,10 @@ class HandlerOptions:
 
     threads: int
     max_length: int | None
+    runtime: str = "onnx"
     precision: str = "fp32"
     max_batch_tokens: int = 1024
+    warmup_seconds: int = 10
 
 
 def available_cores():
@@ -52,13 +56,25 @@ def default_threads(yaml_config, cores):
     return max(1, cores // workers)
 
 
+def runtime_precision_problem(runtime, precision):
+    """Return why `runtime` cannot run `precision` (None when it can); one rule for builder and worker."""
+    if runtime not in RUNTIMES:
+        return f"the runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}"
+    if precision not in PRECISIONS:
+        return f"the precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+    if runtime == "onnx" and precision == "bf16":
+        # ONNX Runtime's CPU kernels have no bf16 matmuls; torch's autocast uses AMX where present.
+        return "bf16 runs on the torch runtime only: choose runtime torch with bf16, or fp32/int8 with onnx"
+    return None
+
+
 def handler_options(yaml_config, environ=os.environ, cores=None):
     """Return the validated HandlerOptions of one worker."""
     yaml_config = yaml_config or {}
     section = yaml_config.get("handler") or {}
     if not isinstance(section, dict):
         raise HandlerConfigError("the handler: section of model-config.yaml must be a mapping")
-    unknown = set(section) - {"threads", "max_length", "precision", "max_batch_tokens"}
+    unknown = set(section) - set(OPTIONS)
     if unknown:
         raise HandlerConfigError(f"unknown handler option(s) in model-config.yaml: {sorted(unknown)}")
     threads = positive_int("handler.threads", section.get("threads", 0))
@@ -67,12 +83,24 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     if threads == 0:
         threads = default_threads(yaml_config, cores or available_cores())
     max_length = positive_int("handler.max_length", section.get("max_length", 0)) or None
+    runtime = section.get("runtime", "onnx")
+    if runtime not in RUNTIMES:
+        raise HandlerConfigError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     precision = section.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise HandlerConfigError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    problem = runtime_precision_problem(runtime, precision)
+    if problem:
+        raise HandlerConfigError(f"handler.runtime {runtime!r} with handler.precision {precision!r}: {problem}")
     max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 1024))
     if max_batch_tokens == 0:
         raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
+    warmup_seconds = positive_int("handler.warmup_seconds", section.get("warmup_seconds", 10))
     return HandlerOptions(
-        threads=threads, max_length=max_length, precision=precision, max_batch_tokens=max_batch_tokens
+        threads=threads,
+        max_length=max_length,
+        runtime=runtime,
+        precision=precision,
+        max_batch_tokens=max_batch_tokens,
+        warmup_seconds=warmup_seconds,
     )

@@ -4,13 +4,19 @@ TorchServe groups up to `batchSize` requests into one call of `handle`. Every te
 every valid request goes through one tokenizer call and one forward pass; the results
 are split back per request, in order. A malformed request gets its own 4xx while the
 rest of the batch still succeeds.
+
+The model runs on ONNX Runtime (the CPU default) or torch (GPU, bf16, or by choice), as
+model-config.yaml's handler.runtime says (sentiment_runtime.py). Before TorchServe marks the
+worker READY, `initialize` runs the model over the pass shapes traffic will bring (warm-up).
 """
 
 import logging
-import warnings
+import time
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+import numpy as np
+from transformers import AutoTokenizer
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
@@ -23,58 +29,59 @@ from sentiment_requests import (
     parse_request,
     response_body,
 )
+from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
 
 logger = logging.getLogger(__name__)
 
-
-def dynamically_quantized(model):
-    """Return the model with its Linear layers quantized to int8 (weights ahead, activations per call)."""
-    # torch.ao.quantization is deprecated in favour of the separate torchao package but still
-    # ships (and works) in the pinned torch 2.13; the warning would only repeat per worker.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def select_device(gpu_id):
-    """Return the CUDA device TorchServe assigned to this worker, else the CPU."""
-    if gpu_id is not None and torch.cuda.is_available():
-        return torch.device(f"cuda:{gpu_id}")
-    return torch.device("cpu")
+# Declared in torchserve-metrics.yaml (TorchServe's prometheus mode drops undeclared metrics).
+BATCH_TEXTS_METRIC = "sentiment_batch_texts"
+BATCH_REQUESTS_METRIC = "sentiment_batch_requests"
 
 
 class SentimentHandler(BaseHandler):
     """Classifies texts with the model and tokenizer packed in the .mar archive."""
 
     def initialize(self, context):
-        """Load tokenizer and model from the extracted archive only; never from the network."""
-        # BaseHandler.initialize expects a TorchScript/state-dict file; from_pretrained replaces it.
+        """Load tokenizer and model from the extracted archive only; never from the network, then warm up."""
+        # BaseHandler.initialize expects a TorchScript/state-dict file; loaded_model replaces it.
         properties = context.system_properties
         options = handler_options(context.model_yaml_config)
-        self.device = select_device(properties.get("gpu_id"))
-        if self.device.type == "cpu":
-            torch.set_num_threads(options.threads)
         model_dir = properties["model_dir"]
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, local_files_only=True, dtype=torch.float32
-        )
-        self.model.to(self.device).eval()
+        self.model = loaded_model(model_dir, options, properties.get("gpu_id"))
+        self.runtime = options.runtime
         self.precision = options.precision
-        if self.precision == "int8":
-            self.model = dynamically_quantized(self.model)
         self.max_length = self.token_limit(options.max_length)
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
-        self.initialized = True
         logger.info(
-            "Loaded %s on %s (precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d)",
-            type(self.model).__name__,
-            self.device,
+            "Loaded %s, %s (runtime=%s, precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d)",
+            self.model.config.architectures[0] if self.model.config.architectures else "model",
+            self.model.description,
+            self.runtime,
             self.precision,
-            torch.get_num_threads(),
+            options.threads,
             self.max_length,
             self.max_batch_tokens,
         )
+        self.warmed_shapes = self.warm_up(options.warmup_seconds)
+        self.initialized = True
+
+    def warm_up(self, budget_s):
+        """Run the shapes traffic will bring before TorchServe marks the worker READY; return them."""
+        if not budget_s:
+            logger.info("Warm-up off (handler.warmup_seconds: 0)")
+            return []
+        started = time.monotonic()
+        shapes = warmup_shapes(self.max_length, self.max_batch_tokens)
+        done = warm_up(self.model, shapes, budget_s, self.tokenizer.cls_token_id or 0)
+        logger.info(
+            "Warm-up: %d of %d pass shapes in %.1f s (budget %d s, handler.warmup_seconds)",
+            len(done),
+            len(shapes),
+            time.monotonic() - started,
+            budget_s,
+        )
+        return done
 
     def token_limit(self, configured):
         """Return the token limit: the configured one, capped at what the model can take."""
@@ -93,6 +100,7 @@ class SentimentHandler(BaseHandler):
                 requests.append(error)
         texts = [text for request in requests if not isinstance(request, Exception) for text in request.texts]
         batch = Batch(requests=requests, texts=texts)
+        self.record_batch_size(len(requests), len(texts))
         if not texts:
             return batch
         # One token past the limit tells a text that was cut from one that just fits.
@@ -113,7 +121,7 @@ class SentimentHandler(BaseHandler):
                     pad_to_multiple_of=8,
                     truncation=True,
                     max_length=self.max_length,
-                    return_tensors="pt",
+                    return_tensors="np",
                 ),
             )
             for chunk in chunks
@@ -126,24 +134,26 @@ class SentimentHandler(BaseHandler):
         )
         return batch
 
+    def record_batch_size(self, requests, texts):
+        """Record how many requests and texts TorchServe handed over at once (histograms on the metrics port)."""
+        dimensions = [Dimension("ModelName", self.context.manifest["model"]["modelName"]), Dimension("Level", "Model")]
+        for name, value in ((BATCH_REQUESTS_METRIC, requests), (BATCH_TEXTS_METRIC, texts)):
+            self.context.metrics.add_metric(
+                name, value, "Count", dimensions=dimensions, metric_type=MetricTypes.HISTOGRAM
+            )
+
     def inference(self, batch, *args, **kwargs):
         """Run the model over each pass and put the logits back in text order."""
         if not batch.chunks:
             return batch
-        outputs = []
-        with torch.inference_mode(), self.precision_context():
-            for _, model_inputs in batch.chunks:
-                model_inputs = {name: tensor.to(self.device) for name, tensor in model_inputs.items()}
-                outputs.append(self.model(**model_inputs).logits)
-        logits = torch.cat(outputs)
+        logits = np.concatenate(
+            [self.model.logits(inputs["input_ids"], inputs["attention_mask"]) for _, inputs in batch.chunks]
+        )
         # Row k of `logits` belongs to text order[k]: scatter the rows back to text order.
-        order = torch.tensor([index for chunk, _ in batch.chunks for index in chunk], device=logits.device)
-        batch.logits = torch.empty_like(logits).index_copy_(0, order, logits)
+        order = [index for chunk, _ in batch.chunks for index in chunk]
+        batch.logits = np.empty_like(logits)
+        batch.logits[order] = logits
         return batch
-
-    def precision_context(self):
-        """Return the autocast context of the configured precision (a no-op for fp32 and int8)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def postprocess(self, batch):
         """Return one response body per request, in order, with a 4xx status for bad ones."""
@@ -169,9 +179,8 @@ class SentimentHandler(BaseHandler):
         """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""
         if batch.logits is None:
             return []
-        # float() first so half-precision logits still give exact float32 probabilities.
-        probabilities = torch.softmax(batch.logits.float(), dim=-1).cpu()
-        scores, label_ids = probabilities.max(dim=-1)
+        probabilities = softmax(batch.logits)
+        scores, label_ids = probabilities.max(axis=-1), probabilities.argmax(axis=-1)
         results = []
         for score, label_id, truncated in zip(scores.tolist(), label_ids.tolist(), batch.truncated, strict=True):
             result = {"label": self.model.config.id2label[label_id], "score": score}

@@ -39,7 +39,7 @@ class Batch:
     texts: list  # every text of the valid requests, flattened in request order
     chunks: list = field(default_factory=list)  # (text indexes, tokenizer output) per forward pass
     truncated: list = field(default_factory=list)  # per text: was it cut at the token limit
-    logits: object = None  # model output (a tensor), rows in `texts` order
+    logits: object = None  # model output (a float32 numpy array), rows in `texts` order
 
 
 def length_sorted_chunks(lengths, max_tokens):

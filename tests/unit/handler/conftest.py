@@ -1,13 +1,25 @@
 """A hand-written stand-in for TorchServe's Context, and a handler loaded on the tiny model."""
 
+import shutil
+import warnings
+
 import pytest
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+from tests.conftest import PROJECT_DIR
+
+METRICS_CONFIG = PROJECT_DIR / "torchserve-metrics.yaml"
 
 
-class FakeMetrics:
-    """Accepts the metrics BaseHandler.handle records."""
-
-    def add_time(self, *args, **kwargs):
-        """Ignore the HandlerTime metric."""
+def worker_metrics():
+    """Return TorchServe's own worker-side metrics cache, loaded from the project's metrics yaml."""
+    with warnings.catch_warnings():
+        # TorchServe 0.12 opens the yaml without closing it (its bug); the file is freed right here.
+        warnings.simplefilter("ignore", ResourceWarning)
+        metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_CONFIG))
+    metrics.initialize_cache()
+    metrics.model_name = "sentiment"
+    return metrics
 
 
 class FakeContext:
@@ -17,7 +29,7 @@ class FakeContext:
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 16}
         self.model_yaml_config = yaml_config if yaml_config is not None else {"minWorkers": 1}
         self.manifest = {"model": {"modelName": "sentiment", "handler": "sentiment_handler.py"}}
-        self.metrics = FakeMetrics()
+        self.metrics = worker_metrics()
         self.statuses = {}
         self.content_types = {}
         self.headers = headers or {}
@@ -36,12 +48,24 @@ class FakeContext:
 
 
 @pytest.fixture(scope="session")
-def loaded_handler(tiny_model_dir):
-    """A SentimentHandler initialized on the tiny model, shared across tests (read-only)."""
+def tiny_archive_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model as an onnx archive unpacks: its files plus model.onnx from the project's export."""
+    from onnx_export import export_onnx
+
+    target = tmp_path_factory.mktemp("tiny-archive")
+    for path in tiny_model_dir.iterdir():
+        shutil.copy(path, target / path.name)
+    export_onnx(tiny_model_dir, target / "model.onnx")
+    return target
+
+
+@pytest.fixture(scope="session", params=["onnx", "torch"])
+def loaded_handler(request, tiny_archive_dir):
+    """A SentimentHandler initialized on the tiny model, once per runtime, shared across tests (read-only)."""
     from sentiment_handler import SentimentHandler
 
     handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_model_dir))
+    handler.initialize(FakeContext(tiny_archive_dir, {"minWorkers": 1, "handler": {"runtime": request.param}}))
     return handler
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,25 +15,40 @@ from build_mar import BuildError, BuildSettings, build, model_files
 from tests.conftest import PROJECT_DIR
 
 
-def settings_for(model_dir, store):
-    return BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(store)})
+def settings_for(model_dir, store, **environ):
+    return BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(store), **environ})
 
 
-def test_archive_holds_handler_config_and_model_under_the_name_sentiment(tiny_model_dir, tmp_path):
+def archive_contents(archive):
+    """Return (file names, model-config.yaml, build-info.json) of a built archive."""
+    with zipfile.ZipFile(archive) as mar:
+        return (
+            set(mar.namelist()),
+            yaml.safe_load(mar.read("model-config.yaml")),
+            json.loads(mar.read("build-info.json")),
+        )
+
+
+def test_archive_holds_handler_config_and_onnx_model_under_the_name_sentiment(tiny_model_dir, tmp_path):
     archive = build(settings_for(tiny_model_dir, tmp_path / "model-store"))
     assert archive == tmp_path / "model-store" / "sentiment.mar"
     with zipfile.ZipFile(archive) as mar:
         names = set(mar.namelist())
         manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        info = json.loads(mar.read("build-info.json"))
     assert {
         "sentiment_handler.py",
         "sentiment_requests.py",
         "sentiment_config.py",
+        "sentiment_runtime.py",
         "model-config.yaml",
         "config.json",
-        "model.safetensors",
+        "model.onnx",
         "tokenizer.json",
     } <= names
+    # The onnx runtime needs no weights beside model.onnx: the archive stays half the size.
+    assert "model.safetensors" not in names
+    assert (info["runtime"], info["precision"]) == ("onnx", "fp32")
     assert manifest["model"]["modelName"] == "sentiment"
     assert manifest["model"]["handler"] == "sentiment_handler.py"
     assert manifest["model"]["configFile"] == "model-config.yaml"
@@ -94,21 +110,55 @@ def test_unreachable_hub_fails_within_seconds_naming_model_dir_and_leaves_nothin
     assert not store.exists() or list(store.iterdir()) == []
 
 
-def test_precision_is_written_into_the_archived_model_config(tiny_model_dir, tmp_path):
-    settings = BuildSettings.from_env(
-        {"MODEL_DIR": str(tiny_model_dir), "MODEL_STORE": str(tmp_path), "PRECISION": "int8"}
-    )
-    with zipfile.ZipFile(build(settings)) as mar:
-        config = yaml.safe_load(mar.read("model-config.yaml"))
-        info = json.loads(mar.read("build-info.json"))
-    assert config["handler"]["precision"] == "int8"
-    assert info["precision"] == "int8"
+def test_runtime_torch_packs_the_weights_and_no_onnx_model(tiny_model_dir, tmp_path):
+    names, config, info = archive_contents(build(settings_for(tiny_model_dir, tmp_path, RUNTIME="torch")))
+    assert {"model.safetensors", "config.json", "sentiment_runtime.py"} <= names
+    assert "model.onnx" not in names
+    assert config["handler"]["runtime"] == info["runtime"] == "torch"
+
+
+def test_a_changed_runtime_rebuilds_the_archive(tiny_model_dir, tmp_path, capsys):
+    build(settings_for(tiny_model_dir, tmp_path, RUNTIME="torch"))
+    capsys.readouterr()
+    names, _, info = archive_contents(build(settings_for(tiny_model_dir, tmp_path, RUNTIME="onnx")))
+    assert "up to date" not in capsys.readouterr().out
+    assert "model.onnx" in names
+    assert info["runtime"] == "onnx"
+
+
+def test_onnx_int8_packs_a_quantized_model(tiny_model_dir, tmp_path):
+    import onnx
+
+    archive = build(settings_for(tiny_model_dir, tmp_path, PRECISION="int8"))
+    _, config, info = archive_contents(archive)
+    assert config["handler"]["precision"] == info["precision"] == "int8"
     assert config["batchSize"] > 1
+    with zipfile.ZipFile(archive) as mar:
+        graph = onnx.load_from_string(mar.read("model.onnx")).graph
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
 
 
-def test_an_unknown_precision_is_refused(tiny_model_dir, tmp_path):
-    settings = BuildSettings.from_env(
-        {"MODEL_DIR": str(tiny_model_dir), "MODEL_STORE": str(tmp_path), "PRECISION": "fp8"}
-    )
-    with pytest.raises(BuildError, match="PRECISION"):
-        build(settings)
+def test_onnx_with_bf16_is_refused_naming_what_to_set(tiny_model_dir, tmp_path):
+    with pytest.raises(BuildError, match=r"RUNTIME=onnx with PRECISION=bf16: bf16 runs on the torch runtime only"):
+        build(settings_for(tiny_model_dir, tmp_path, PRECISION="bf16"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_with_bf16_builds(tiny_model_dir, tmp_path):
+    _, config, _ = archive_contents(build(settings_for(tiny_model_dir, tmp_path, RUNTIME="torch", PRECISION="bf16")))
+    assert (config["handler"]["runtime"], config["handler"]["precision"]) == ("torch", "bf16")
+
+
+def test_the_archive_builds_from_model_dir_with_the_network_off(tiny_model_dir, tmp_path, monkeypatch):
+    def refuse(sock, address):
+        raise OSError(f"network is off in this test (connect to {address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    names, _, _ = archive_contents(build(settings_for(tiny_model_dir, tmp_path)))
+    assert "model.onnx" in names
+
+
+@pytest.mark.parametrize(("variable", "value"), [("PRECISION", "fp8"), ("RUNTIME", "tensorrt")])
+def test_an_unknown_precision_or_runtime_is_refused(tiny_model_dir, tmp_path, variable, value):
+    with pytest.raises(BuildError, match=f"{variable} must be one of"):
+        build(settings_for(tiny_model_dir, tmp_path, **{variable: value}))

@@ -20,7 +20,7 @@ def test_a_model_dir_at_the_source_is_built_into_the_store(tiny_model_dir, tmp_p
     archive = prepare(tiny_model_dir, settings_for(tmp_path / "store"))
     assert archive == tmp_path / "store" / "sentiment.mar"
     with zipfile.ZipFile(archive) as mar:
-        assert {"sentiment_handler.py", "config.json", "model.safetensors"} <= set(mar.namelist())
+        assert {"sentiment_handler.py", "config.json", "model.onnx"} <= set(mar.namelist())
         assert json.loads(mar.read("build-info.json"))["model_dir"] == tiny_model_dir.name
 
 

@@ -57,3 +57,33 @@ def test_precision_and_pass_budget_come_from_the_yaml():
 def test_unknown_precision_or_empty_pass_budget_is_refused(section, message):
     with pytest.raises(HandlerConfigError, match=message):
         handler_options({"handler": section}, environ={}, cores=1)
+
+
+def test_runtime_defaults_to_onnx_and_torch_can_be_chosen():
+    assert handler_options({}, environ={}, cores=1).runtime == "onnx"
+    assert handler_options({"handler": {"runtime": "torch"}}, environ={}, cores=1).runtime == "torch"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"runtime": "tensorrt"}, "handler.runtime must be one of onnx, torch"),
+        ({"runtime": "onnx", "precision": "bf16"}, "bf16 runs on the torch runtime only"),
+        ({"precision": "bf16"}, "bf16 runs on the torch runtime only"),
+        ({"warmup_seconds": -1}, "handler.warmup_seconds"),
+    ],
+)
+def test_an_unknown_runtime_onnx_with_bf16_or_a_negative_warm_up_is_refused(section, message):
+    with pytest.raises(HandlerConfigError, match=message):
+        handler_options({"handler": section}, environ={}, cores=1)
+
+
+def test_torch_runs_every_precision_and_onnx_runs_fp32_and_int8():
+    for runtime, precision in [("torch", "bf16"), ("torch", "int8"), ("onnx", "int8"), ("onnx", "fp32")]:
+        options = handler_options({"handler": {"runtime": runtime, "precision": precision}}, environ={}, cores=1)
+        assert (options.runtime, options.precision) == (runtime, precision)
+
+
+def test_warm_up_budget_comes_from_the_yaml_with_a_default():
+    assert handler_options({}, environ={}, cores=1).warmup_seconds == 10
+    assert handler_options({"handler": {"warmup_seconds": 0}}, environ={}, cores=1).warmup_seconds == 0

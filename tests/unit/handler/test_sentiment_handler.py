@@ -122,25 +122,46 @@ def test_a_batch_of_only_bad_requests_returns_one_error_each(handle):
     assert [context.statuses[index][0] for index in (0, 1)] == [400, 400]
 
 
-def test_initialize_sets_intra_op_threads_from_the_yaml(tiny_model_dir, monkeypatch):
+def initialized(model_dir, **options):
+    """Return a SentimentHandler initialized with these handler: options (no warm-up unless asked)."""
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(model_dir, {"minWorkers": 1, "handler": {"warmup_seconds": 0, **options}}))
+    return handler
+
+
+def test_initialize_sets_torch_intra_op_threads_from_the_yaml(tiny_archive_dir, monkeypatch):
     monkeypatch.delenv("SENTIMENT_TORCH_THREADS", raising=False)
     before = torch.get_num_threads()
     try:
-        handler = SentimentHandler()
-        handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"threads": 1}}))
+        initialized(tiny_archive_dir, runtime="torch", threads=1)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 
 
-def test_model_is_loaded_in_float32_eval_mode_on_cpu(loaded_handler):
-    parameter = next(loaded_handler.model.parameters())
+def test_the_onnx_session_gets_the_yamls_intra_op_threads_and_one_inter_op_thread(tiny_archive_dir, monkeypatch):
+    monkeypatch.delenv("SENTIMENT_TORCH_THREADS", raising=False)
+    handler = initialized(tiny_archive_dir, runtime="onnx", threads=1)
+    session_options = handler.model.session.get_session_options()
+    assert (session_options.intra_op_num_threads, session_options.inter_op_num_threads) == (1, 1)
+
+
+def test_onnx_is_the_default_runtime(tiny_archive_dir):
+    handler = initialized(tiny_archive_dir)
+    assert handler.runtime == "onnx"
+    assert handler.model.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_torch_model_is_loaded_in_float32_eval_mode_on_cpu(tiny_archive_dir):
+    model = initialized(tiny_archive_dir, runtime="torch").model.model
+    parameter = next(model.parameters())
     assert parameter.dtype == torch.float32
     assert parameter.device.type == "cpu"
-    assert not loaded_handler.model.training
+    assert not model.training
 
 
-def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny_archive_dir, monkeypatch, runtime):
     connections = []
 
     def refuse(sock, address):
@@ -148,10 +169,14 @@ def test_initialize_loads_from_the_archive_dir_without_touching_the_network(tiny
         raise OSError("network is off in this test")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_model_dir))
+    handler = initialized(tiny_archive_dir, runtime=runtime)
     assert connections == []
     assert handler.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def test_an_onnx_worker_on_an_archive_without_model_onnx_says_how_to_build_one(tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="RUNTIME=onnx"):
+        initialized(tiny_model_dir, runtime="onnx")
 
 
 def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, caplog):
@@ -164,9 +189,9 @@ def test_each_request_is_logged_with_its_request_id_and_never_its_text(handle, c
     assert all(private_text not in line for line in lines)
 
 
-def test_small_passes_still_answer_every_request_in_order(tiny_model_dir, reference):
-    handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"max_batch_tokens": 8}}))
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_small_passes_still_answer_every_request_in_order(tiny_archive_dir, tiny_model_dir, reference, runtime):
+    handler = initialized(tiny_archive_dir, runtime=runtime, max_batch_tokens=8)
     texts = [*UNEVEN, "good", LONGER]
     context = FakeContext(tiny_model_dir)
     responses = handler.handle([{"body": {"texts": texts[:4]}}, {"body": {"texts": texts[4:]}}], context)
@@ -175,17 +200,39 @@ def test_small_passes_still_answer_every_request_in_order(tiny_model_dir, refere
         assert_matches_pipeline(result, reference(text)[0])
 
 
-def test_int8_mode_quantizes_the_linear_layers(tiny_model_dir):
-    handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"precision": "int8"}}))
-    assert not any(type(module) is torch.nn.Linear for module in handler.model.modules())
+def test_torch_int8_mode_quantizes_the_linear_layers(tiny_archive_dir, tiny_model_dir):
+    handler = initialized(tiny_archive_dir, runtime="torch", precision="int8")
+    assert not any(type(module) is torch.nn.Linear for module in handler.model.model.modules())
     responses = handler.handle([{"body": {"text": SHORT}}], FakeContext(tiny_model_dir))
     assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
 
 
-def test_bf16_mode_stays_close_to_the_pipeline(tiny_model_dir, reference):
-    handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_model_dir, {"minWorkers": 1, "handler": {"precision": "bf16"}}))
+def test_torch_bf16_mode_stays_close_to_the_pipeline(tiny_archive_dir, tiny_model_dir, reference):
+    handler = initialized(tiny_archive_dir, runtime="torch", precision="bf16")
     responses = handler.handle([{"body": {"texts": UNEVEN}}], FakeContext(tiny_model_dir))
     for result, text in zip(responses[0]["results"], UNEVEN, strict=True):
         assert result["score"] == pytest.approx(reference(text)[0]["score"], abs=0.02)
+
+
+def test_each_batch_records_its_requests_and_texts_as_torchserve_histograms(handle, caplog):
+    with caplog.at_level("INFO", logger="ts.metrics.caching_metric"):
+        handle([{"body": {"texts": UNEVEN[:2]}}, {"body": {"text": SHORT}}, {"body": b"{"}])
+    lines = [record.getMessage() for record in caplog.records]
+    dimensions = "|#ModelName:sentiment,Level:Model|#type:HISTOGRAM|"
+    assert any(line.startswith(f"[METRICS]sentiment_batch_requests.Count:3{dimensions}") for line in lines)
+    assert any(line.startswith(f"[METRICS]sentiment_batch_texts.Count:3{dimensions}") for line in lines)
+
+
+def test_a_worker_warms_up_on_the_largest_pass_first_and_logs_it(tiny_archive_dir, caplog):
+    with caplog.at_level("INFO", logger="sentiment_handler"):
+        handler = initialized(tiny_archive_dir, warmup_seconds=60, max_length=64, max_batch_tokens=256)
+    assert handler.warmed_shapes[0] == (4, 64)
+    assert {(1, 8), (32, 8), (1, 64)} <= set(handler.warmed_shapes)
+    assert any(record.getMessage().startswith("Warm-up: 16 of 16 pass shapes in ") for record in caplog.records)
+
+
+def test_warmup_seconds_zero_turns_the_warm_up_off(tiny_archive_dir, caplog):
+    with caplog.at_level("INFO", logger="sentiment_handler"):
+        handler = initialized(tiny_archive_dir, warmup_seconds=0)
+    assert handler.warmed_shapes == []
+    assert "Warm-up off (handler.warmup_seconds: 0)" in [record.getMessage() for record in caplog.records]
