@@ -18,7 +18,6 @@ import json
 import re
 import sys
 import time
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,13 +29,13 @@ sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "handler")]
 from bench.load import labelled_sentences  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from bench.timing_model import build_timing_model  # noqa: E402
+from onnx_export import INPUT_NAMES, export_onnx, quantized  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 TEST_MODEL_DIR = SHARED_DIR / "models" / "minilm-sst2"
 TRAIN_TSV = SHARED_DIR / "data" / "sst2" / "train.tsv"
 WORK_DIR = PROJECT_DIR / "run" / "bench" / "int8"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-INPUT_NAMES = ("input_ids", "attention_mask")
 ACCURACY_BUDGET_POINTS = 0.5
 LAYER = re.compile(r"layer\.(\d+)/")
 
@@ -48,33 +47,11 @@ def train_sentences(count, path=TRAIN_TSV, seed=0):
     return [rows[index] for index in rng.choice(len(rows), size=count, replace=False)]
 
 
-def export_onnx(model_dir, target):
-    """Write `model_dir`'s classifier to `target` as ONNX (opset 17, dynamic batch and sequence)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    if target.is_file():
-        return target
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
-    # Padded, uneven example: the tracer must take the general attention-mask path.
-    example = tokenizer(
-        ["a short text", "a somewhat longer text than the other one"], padding=True, return_tensors="pt"
-    )
-    dynamic = {0: "batch", 1: "sequence"}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            tuple(example[name] for name in INPUT_NAMES),
-            str(target),
-            input_names=list(INPUT_NAMES),
-            output_names=["logits"],
-            dynamic_axes={**dict.fromkeys(INPUT_NAMES, dynamic), "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+def exported(model_dir, target):
+    """Return `target`, the ONNX export of `model_dir` as `make mar` does it (once)."""
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model_dir, target)
     return target
 
 
@@ -140,11 +117,8 @@ def static_int8(source, target, tokenizer, sentences, keep_fp32=()):
 
 
 def dynamic_int8(source, target):
-    """Write the dynamic int8 model (what the handler's PRECISION=int8 serves)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
-    return target
+    """Write the dynamic int8 model: what the handler serves with runtime onnx, precision int8."""
+    return quantized(source, target)
 
 
 def session(model_path, threads=2):
@@ -261,7 +235,7 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(TEST_MODEL_DIR, local_files_only=True)
     work = WORK_DIR / "test-model"
     work.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(TEST_MODEL_DIR, work / "fp32.onnx")
+    fp32 = exported(TEST_MODEL_DIR, work / "fp32.onnx")
     groups = node_groups(fp32)
     print("sensitivity per group (static int8 of that group alone) ...", flush=True)
     errors = sensitivity(fp32, tokenizer, calibration, probe, groups, work)
@@ -289,7 +263,7 @@ def main(argv=None):
     timing_dir = build_timing_model(TEST_MODEL_DIR, PROJECT_DIR / "models" / "timing-distilbert")
     timing_tokenizer = AutoTokenizer.from_pretrained(timing_dir, local_files_only=True)
     timing_work = WORK_DIR / "timing-model"
-    timing_fp32 = export_onnx(timing_dir, timing_work / "fp32.onnx")
+    timing_fp32 = exported(timing_dir, timing_work / "fp32.onnx")
     timing_groups = node_groups(timing_fp32)
     for row in rows:
         if row["variant"] == "fp32":
