@@ -14,10 +14,14 @@ class BenchContext:
     def __init__(self, model_dir, handler_options):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
         self.model_yaml_config = {"minWorkers": 1, "handler": handler_options}
+        self.manifest = {"model": {"modelName": "sentiment"}}
         self.metrics = self
 
     def add_time(self, *args, **kwargs):
         """Ignore the handler's timing metric."""
+
+    def add_metric(self, *args, **kwargs):
+        """Ignore the handler's batch-size metrics (the benchmark knows its batch sizes)."""
 
     def get_request_header(self, idx, key):
         """No request carries headers here."""
