@@ -1,5 +1,7 @@
 """The trained MiniLM SST-2 stand-in through real TorchServe (skips without ../shared)."""
 
+import json
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -33,7 +35,9 @@ def test_seed_sentences_get_the_right_label(torchserve, text, label):
     assert response.json()["score"] > 0.5
 
 
-def test_sst2_dev_accuracy_equals_the_in_process_pipeline(torchserve, standin_model_dir, sst2_dev):
+def test_sst2_dev_accuracy_through_torchserve_on_onnx_equals_in_process_torch(torchserve, standin_model_dir, sst2_dev):
+    with zipfile.ZipFile(torchserve.model_store / "sentiment.mar") as mar:
+        assert json.loads(mar.read("build-info.json"))["runtime"] == "onnx"  # the default runtime
     sentences = [sentence for sentence, _ in sst2_dev]
     gold = ["POSITIVE" if label else "NEGATIVE" for _, label in sst2_dev]
     chunks = [sentences[start : start + CHUNK] for start in range(0, len(sentences), CHUNK)]

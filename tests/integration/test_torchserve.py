@@ -1,7 +1,9 @@
 """The handler inside real TorchServe with the project's config.properties."""
 
 import os
+import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -61,6 +63,46 @@ def test_a_malformed_request_gets_a_json_400(torchserve):
     response = predict(torchserve, {"texts": ["fine", 7]})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_text_type"
+
+
+def histogram_totals(settings, name):
+    """Return (observations, sum) of a model histogram on TorchServe's metrics port."""
+    text = requests.get(f"{settings.metrics_url}/metrics", timeout=10).text
+    totals = []
+    for suffix in ("_count", "_sum"):
+        match = re.search(rf"^{name}{suffix}{{[^}}]*ModelName=\"sentiment\"[^}}]*}} (\S+)$", text, re.MULTILINE)
+        totals.append(float(match.group(1)) if match else 0.0)
+    return tuple(totals)
+
+
+def test_texts_and_requests_per_batch_are_histograms_on_the_metrics_port(torchserve):
+    before = {
+        name: histogram_totals(torchserve, name) for name in ("sentiment_batch_texts", "sentiment_batch_requests")
+    }
+    # One at a time, so each request is a batch of its own: 1 text, then 5.
+    assert predict(torchserve, {"text": TEXTS[0]}).status_code == 200
+    assert predict(torchserve, {"texts": TEXTS}).status_code == 200
+    expected = {"sentiment_batch_texts": (2, 6), "sentiment_batch_requests": (2, 2)}
+    deadline = time.monotonic() + 15  # the frontend reads the worker's metric lines asynchronously
+    while True:
+        after = {name: histogram_totals(torchserve, name) for name in expected}
+        grown = {name: tuple(a - b for a, b in zip(after[name], before[name], strict=True)) for name in expected}
+        if grown == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert grown == expected
+    text = requests.get(f"{torchserve.metrics_url}/metrics", timeout=10).text
+    assert "# TYPE sentiment_batch_texts histogram" in text
+    assert re.search(r'^sentiment_batch_texts_bucket\{.*le="1\.0".*\} \S+$', text, re.MULTILINE)
+
+
+def test_the_worker_warms_up_before_it_is_ready_and_logs_how_long(torchserve):
+    log = (torchserve.log_dir / "model_log.log").read_text()
+    warmups = re.findall(r"Warm-up: (\d+) of (\d+) pass shapes in ([\d.]+) s \(budget (\d+) s", log)
+    assert warmups, "no warm-up line in model_log.log"
+    done, planned, _, budget = (int(float(value)) for value in warmups[0])
+    assert 1 <= done <= planned
+    assert budget == 10
 
 
 def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):
