@@ -316,7 +316,7 @@ class ResourceSampler:
         elapsed = time.monotonic() - self._started_at
         self.usage = {
             name: {
-                "cpu_cores": round((group_usage(pgids)[0] - self._start[name]) / elapsed, 2),
+                "cpu_cores": max(0.0, round((group_usage(pgids)[0] - self._start[name]) / elapsed, 2)),
                 "peak_rss_mb": round(self.peaks.get(name, group_usage(pgids)[1]) / 1e6, 1),
             }
             for name, pgids in self.components.items()
