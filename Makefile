@@ -22,7 +22,7 @@ export MODEL_DIR MODEL_ID MODEL_REVISION
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: install
 install: $(VENV)/.installed ## Install what the service needs: Java, nginx (apt) and the .venv with torch, handler and facade groups
@@ -104,9 +104,18 @@ logs: ## Show where the native stack logs, with the last lines of each log
 	$(BIN)/python scripts/stack.py logs
 
 .PHONY: bench
-bench: install-dev ## Benchmark in-process, TorchServe, the service and the seed design side by side (QUICK=1: < 3 min)
+bench: install-dev ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)
 	$(BIN)/pip install --quiet --group bench
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+.PHONY: bench-tune
+bench-tune: install-dev ## Sweep batchSize, maxBatchDelay, workers x threads at concurrency 8/32/64 (QUICK=1: < 10 min)
+	$(BIN)/pip install --quiet --group bench
+	$(BIN)/python bench/run.py --tune $(if $(QUICK),--quick,)
+
+.PHONY: bench-int8
+bench-int8: install-dev ## Static int8 ONNX experiment: SST-2 dev accuracy and speed of fp32, dynamic and static int8
+	$(BIN)/python bench/static_int8.py
 
 DURATION ?= 300
 EXAMPLES ?= 2000
@@ -119,7 +128,7 @@ ABUSE_DURATION ?= 60
 URL ?=
 
 .PHONY: abuse
-abuse: install ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
+abuse: install-dev ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
 	$(BIN)/python scripts/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
 
 .PHONY: fuzz

@@ -14,10 +14,14 @@ class BenchContext:
     def __init__(self, model_dir, handler_options):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
         self.model_yaml_config = {"minWorkers": 1, "handler": handler_options}
+        self.manifest = {"model": {"modelName": "sentiment"}}
         self.metrics = self
 
     def add_time(self, *args, **kwargs):
         """Ignore the handler's timing metric."""
+
+    def add_metric(self, *args, **kwargs):
+        """Ignore the handler's batch-size metrics (the benchmark knows its batch sizes)."""
 
     def get_request_header(self, idx, key):
         """No request carries headers here."""
@@ -29,17 +33,29 @@ class BenchContext:
         """Every request is valid here."""
 
 
-def loaded_handler(model_dir, precision):
-    """Return the project's handler, initialized on `model_dir` in `precision`."""
+def loaded_handler(model_dir, mode):
+    """Return the project's handler, initialized on `model_dir` in `mode` (runtime and precision)."""
     from sentiment_handler import SentimentHandler
 
     handler = SentimentHandler()
-    handler.initialize(BenchContext(model_dir, {"precision": precision}))
+    handler.initialize(BenchContext(model_dir, mode.handler_options()))
     return handler
 
 
-def in_process_point(handler, texts, batch_size, duration_s):
-    """Classify `texts` in batches of `batch_size` for about `duration_s`; return the point."""
+def token_lengths(handler, texts):
+    """Return each text's token count, as the handler would cut it."""
+    return [min(len(ids), handler.max_length) for ids in handler.tokenizer(texts)["input_ids"]]
+
+
+def in_process_point(handler, texts, batch_size, duration_s, sort_by_length=False):
+    """Classify `texts` in batches of `batch_size` for about `duration_s`; return the point.
+
+    sort_by_length: batches of neighbours in length order (the least padding any server
+    could achieve: the ceiling), instead of consecutive texts in their own order.
+    """
+    if sort_by_length:
+        lengths = token_lengths(handler, texts)
+        texts = [texts[index] for index in sorted(range(len(texts)), key=lengths.__getitem__)]
     rows = [{"body": {"text": text}} for text in texts]
     context = BenchContext("", {})
     handler.handle(rows[:batch_size], context)  # warm-up
@@ -53,9 +69,10 @@ def in_process_point(handler, texts, batch_size, duration_s):
     elapsed = time.perf_counter() - started
     return {
         "batch_size": batch_size,
+        "sorted": sort_by_length,
         "sentences_per_s": round(done * batch_size / elapsed, 1),
         "p50_ms_per_batch": round(statistics.median(latencies) * 1000, 2),
-        **padding_figures(handler, texts, batch_size),
+        **({} if sort_by_length else padding_figures(handler, texts, batch_size)),
     }
 
 
@@ -63,7 +80,7 @@ def padding_figures(handler, texts, batch_size):
     """Return the padding efficiency of batches of `batch_size`: one padded pass vs length-sorted passes."""
     from sentiment_requests import length_sorted_chunks, padding_efficiency
 
-    lengths = [min(len(ids), handler.max_length) for ids in handler.tokenizer(texts)["input_ids"]]
+    lengths = token_lengths(handler, texts)
     batches = [
         list(range(start, min(start + batch_size, len(lengths)))) for start in range(0, len(lengths), batch_size)
     ]

@@ -1,58 +1,157 @@
-"""Turn one benchmark run into headline ratios, a markdown table and a plot."""
+"""Turn one benchmark run into headline ratios judged against the targets, markdown and a plot."""
 
-ACCURACY_BUDGET_POINTS = 0.5  # a precision mode may cost at most this much SST-2 dev accuracy
+ACCURACY_BUDGET_POINTS = 0.5  # a mode may cost at most this much SST-2 dev accuracy against fp32
+CEILING_BATCH = 32  # the in-process ceiling: batches of 32 neighbours in length order
+
+# name: (comparison, target, what it measures); from issue 10's targets.
+TARGETS = {
+    "service_best_vs_ceiling": (
+        ">=",
+        0.85,
+        "full service at its best concurrency / in-process ceiling (batch 32 sorted), default mode",
+    ),
+    "service_vs_original_c32": (">=", 1.6, "full service / the original design at concurrency 32, fp32"),
+    "c1_p50_overhead_ms": (
+        "<=",
+        8.0,
+        "concurrency 1: full service p50 - in-process batch-1 latency of the default mode (ms)",
+    ),
+    "service_c64_vs_c8": (">=", 1.0, "full service throughput at concurrency 64 / at concurrency 8"),
+    "errors_total": ("<=", 0, "errors (timeouts, non-2xx, broken connections) over every point"),
+}
 
 
-def point(results, system, precision, concurrency):
-    """Return the measured point, or None."""
-    return next(
+class InvalidFigure(Exception):
+    """A figure a headline needs is missing or comes from an invalid point."""
+
+
+def point(results, system, mode, concurrency):
+    """Return the valid point of `system` in `mode` at `concurrency`, or raise InvalidFigure."""
+    found = next(
+        (p for p in results["points"] if (p["system"], p.get("mode"), p["concurrency"]) == (system, mode, concurrency)),
+        None,
+    )
+    if found is None:
+        raise InvalidFigure(f"{system} {mode} at concurrency {concurrency} was not measured")
+    if not found.get("valid", True):
+        raise InvalidFigure(f"{system} {mode} at concurrency {concurrency} is invalid: {found['invalid_reason']}")
+    return found
+
+
+def in_process_figure(results, mode, batch_size, sort_by_length=False):
+    """Return the in-process point of `mode` at `batch_size`, or raise InvalidFigure."""
+    found = next(
         (
             p
-            for p in results["points"]
-            if (p["system"], p["precision"], p["concurrency"]) == (system, precision, concurrency)
+            for p in results["in_process"].get(mode, [])
+            if p["batch_size"] == batch_size and p.get("sorted", False) == sort_by_length
         ),
         None,
     )
+    if found is None:
+        raise InvalidFigure(f"in-process {mode} batch {batch_size} was not measured")
+    return found
 
 
-def best_in_process(results, precision):
-    """Return the fastest in-process point (sentences/s) of a precision."""
-    return max(results["in_process"][precision], key=lambda p: p["sentences_per_s"])
+def ceiling(results, mode):
+    """Return the in-process ceiling of `mode` in sentences/s (batch 32 sorted by length)."""
+    return in_process_figure(results, mode, CEILING_BATCH, sort_by_length=True)["sentences_per_s"]
 
 
-def accurate_precisions(results):
-    """Return the precisions whose accuracy is within budget of fp32 (fp32 alone without figures)."""
-    accuracy = results.get("accuracy") or {}
-    if "fp32" not in accuracy:
-        return ["fp32"]
-    return [p for p, value in accuracy.items() if accuracy["fp32"] - value <= ACCURACY_BUDGET_POINTS]
+def judged(name, value):
+    """Return a headline figure against its target: pass or miss, and by how much."""
+    comparison, target, what = TARGETS[name]
+    margin = value - target if comparison == ">=" else target - value
+    return {
+        "what": what,
+        "value": value,
+        "target": f"{comparison} {target}",
+        "verdict": "pass" if margin >= 0 else "miss",
+        # Positive: passed with this much to spare; negative: missed by this much.
+        "margin": round(margin, 2),
+    }
+
+
+def invalid(name, reason):
+    """Return a headline figure that could not be computed honestly."""
+    comparison, target, what = TARGETS[name]
+    return {"what": what, "value": None, "target": f"{comparison} {target}", "verdict": "INVALID", "reason": reason}
+
+
+def headline_values(results):
+    """Return {target name: a function computing its value (may raise InvalidFigure)}."""
+    default = results["default_mode"]
+    fp32 = default.split()[0] + " fp32"
+
+    def service_best_vs_ceiling():
+        service = [p for p in results["points"] if (p["system"], p.get("mode")) == ("service", default)]
+        if not service:
+            raise InvalidFigure(f"the service was not measured in {default}")
+        bad = [p for p in service if not p.get("valid", True)]
+        if bad:
+            raise InvalidFigure(f"service {default} at concurrency {bad[0]['concurrency']} is invalid")
+        return round(max(p["requests_per_s"] for p in service) / ceiling(results, default), 2)
+
+    def service_vs_original_c32():
+        service = point(results, "service", fp32, 32)["requests_per_s"]
+        return round(service / point(results, "original", "torch fp32", 32)["requests_per_s"], 2)
+
+    def c1_p50_overhead_ms():
+        batch1 = in_process_figure(results, default, 1)["p50_ms_per_batch"]
+        return round(point(results, "service", default, 1)["p50_ms"] - batch1, 1)
+
+    def service_c64_vs_c8():
+        c8 = point(results, "service", default, 8)["requests_per_s"]
+        return round(point(results, "service", default, 64)["requests_per_s"] / c8, 2)
+
+    def errors_total():
+        return sum(p["errors"] for p in results["points"])
+
+    return {
+        "service_best_vs_ceiling": service_best_vs_ceiling,
+        "service_vs_original_c32": service_vs_original_c32,
+        "c1_p50_overhead_ms": c1_p50_overhead_ms,
+        "service_c64_vs_c8": service_c64_vs_c8,
+        "errors_total": errors_total,
+    }
 
 
 def headline(results):
-    """Return the ratios the targets are stated in, per precision where it applies."""
-    ratios = {}
-    for precision in results["in_process"]:
-        service = [p for p in results["points"] if p["system"] == "service" and p["precision"] == precision]
-        best_service = max(service, key=lambda p: p["requests_per_s"])
-        ratios[f"service_best_vs_in_process_{precision}"] = round(
-            best_service["requests_per_s"] / best_in_process(results, precision)["sentences_per_s"], 2
-        )
-        at32, direct32 = point(results, "service", precision, 32), point(results, "torchserve", precision, 32)
-        ratios[f"service_vs_torchserve_c32_{precision}"] = round(at32["requests_per_s"] / direct32["requests_per_s"], 2)
-    seed32 = point(results, "seed", "fp32", 32)["requests_per_s"]
-    ratios["service_vs_seed_c32_fp32"] = round(point(results, "service", "fp32", 32)["requests_per_s"] / seed32, 2)
-    candidates = [p for p in accurate_precisions(results) if p in results["in_process"]]
-    fastest = max(candidates, key=lambda p: point(results, "service", p, 32)["requests_per_s"])
-    ratios["fastest_accurate_precision"] = fastest
-    ratios["service_vs_seed_c32_fastest_accurate"] = round(
-        point(results, "service", fastest, 32)["requests_per_s"] / seed32, 2
-    )
-    batch1 = next(p for p in results["in_process"]["fp32"] if p["batch_size"] == 1)
-    ratios["c1_p50_ms_service_fp32"] = point(results, "service", "fp32", 1)["p50_ms"]
-    ratios["c1_p50_ms_in_process_batch1_fp32"] = batch1["p50_ms_per_batch"]
-    ratios["c1_p50_overhead_ms"] = round(ratios["c1_p50_ms_service_fp32"] - batch1["p50_ms_per_batch"], 2)
-    ratios["errors_total"] = sum(p["errors"] for p in results["points"])
-    return ratios
+    """Return every target's figure, judged: pass/miss with the margin, or INVALID with why."""
+    figures = {}
+    for name, compute in headline_values(results).items():
+        try:
+            figures[name] = judged(name, compute())
+        except InvalidFigure as reason:
+            figures[name] = invalid(name, str(reason))
+    return figures
+
+
+def accuracy_rows(results):
+    """Return (mode, accuracy %, change vs fp32 of the same runtime, within budget) per mode."""
+    accuracy = results.get("accuracy") or {}
+    rows = []
+    for mode, value in accuracy.items():
+        reference = accuracy.get(mode.split()[0] + " fp32", accuracy.get("torch fp32"))
+        change = None if reference is None else round(value - reference, 2)
+        rows.append((mode, value, change, change is not None and -change <= ACCURACY_BUDGET_POINTS))
+    return rows
+
+
+def headline_cell(figure):
+    """Return the markdown cell of one judged figure."""
+    if figure["verdict"] == "INVALID":
+        return f"INVALID: {figure['reason']}"
+    sign = "+" if figure["margin"] >= 0 else ""
+    return f"**{figure['value']}** ({figure['verdict']}, {sign}{figure['margin']})"
+
+
+def batches_cell(batches):
+    """Return 'size x count' pairs of a batch-size histogram, compactly."""
+    if not batches or not batches.get("batches"):
+        return ""
+    pairs = " ".join(f"{size}x{count}" for size, count in batches["histogram"].items())
+    return f"mean {batches['mean_per_batch']} per batch, {batches['mean_per_request']} per request: {pairs}"
 
 
 def resources_cell(resources):
@@ -60,69 +159,117 @@ def resources_cell(resources):
     return "; ".join(f"{name} {r['cpu_cores']:.2f} cores {r['peak_rss_mb']:.0f} MB" for name, r in resources.items())
 
 
-def write_markdown(results, path):
-    """Write the headline, the in-process limits and every point as markdown tables."""
+def point_cells(p):
+    """Return the figure cells of one load point: INVALID instead of numbers when it is invalid."""
+    if not p.get("valid", True):
+        return ["INVALID", "—", "—", "—"]
+    return [str(p["requests_per_s"]), f"{p['p50_ms']:.1f}", f"{p['p95_ms']:.1f}", f"{p['p99_ms']:.1f}"]
+
+
+def machine_line(results):
+    """Return one sentence saying what the run measured on."""
     machine = results["machine"]
+    extensions = ", ".join(machine.get("vector_extensions") or []) or "none listed"
+    versions = ", ".join(f"{name} {machine[name]}" for name in ("torch", "onnxruntime") if machine.get(name))
+    return (
+        f"Run {results['timestamp']}{' (quick: not for the targets)' if results['quick'] else ''} on "
+        f"{machine['cpu']} ({extensions}), {machine['cores']} cores, {machine['memory_gb']} GiB, "
+        f"Python {machine['python']}, {versions}; load average at start {machine['load_avg_at_start']:.2f}."
+    )
+
+
+def write_markdown(results, path):
+    """Write the judged headline, the in-process ceilings, accuracy and every point as markdown tables."""
+    rule = results["rule"]
     lines = [
-        f"Run {results['timestamp']}{' (quick)' if results['quick'] else ''} on {machine['cpu']}, "
-        f"{machine['cores']} cores, {machine['memory_gb']} GiB, Python {machine['python']}, torch {machine['torch']}; "
-        f"load average at start {machine['load_avg_at_start']:.2f}. Model: DistilBERT-sized, random weights; "
-        f"requests: single SST-2 dev sentences; {results['durations_s']['point']} s per point after "
-        f"{results['durations_s']['warmup']} s warm-up.",
+        machine_line(results),
+        f"Model: DistilBERT-sized, random weights; requests: single SST-2 dev sentences; each point runs "
+        f"at least {rule['p50_factor']:g} x its p50 and {rule['floor_s']:g} s (cap {rule['cap_s']:g} s) after "
+        f"a {rule['warmup_s']:g} s warm-up; default mode: {results['default_mode']}.",
         "",
-        "| headline | value |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in results["headline"].items()),
+        "| headline | measured (verdict, margin) | target |",
+        "|---|---|---|",
+        *(f"| {f['what']} | {headline_cell(f)} | {f['target']} |" for f in results["headline"].values()),
         "",
-        "| in-process | batch | sentences/s | p50 ms per batch |",
+        "| in-process mode | batch | sentences/s | p50 ms per batch |",
         "|---|---|---|---|",
     ]
-    for precision, points in results["in_process"].items():
+    for mode, points in results["in_process"].items():
         lines += [
-            f"| {precision} | {p['batch_size']} | {p['sentences_per_s']} | {p['p50_ms_per_batch']} |" for p in points
+            f"| {mode} | {p['batch_size']}{' sorted by length' if p.get('sorted') else ''} | "
+            f"{p['sentences_per_s']} | {p['p50_ms_per_batch']} |"
+            for p in points
         ]
     if results.get("accuracy"):
-        lines += ["", "| precision | SST-2 dev accuracy (stand-in model, through TorchServe) |", "|---|---|"]
-        lines += [f"| {precision} | {value:.2f}% |" for precision, value in results["accuracy"].items()]
+        lines += ["", "| mode | SST-2 dev accuracy (test model, through TorchServe) | vs fp32 | ≤ 0.5 points |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {mode} | {value:.2f}% | {'' if change is None else f'{change:+.2f}'} | {'yes' if ok else 'no'} |"
+            for mode, value, change, ok in accuracy_rows(results)
+        ]
     lines += [
         "",
-        "| system | precision | concurrency | req/s = sentences/s | p50 ms | p95 ms | p99 ms | errors "
+        "| system | mode | concurrency | req/s = sentences/s | p50 ms | p95 ms | p99 ms | errors | s "
         "| CPU and peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {p['system']} | {p['precision']} | {p['concurrency']} | {p['requests_per_s']} | {p['p50_ms']:.1f} | "
-        f"{p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['errors']} | {resources_cell(p['resources'])} |"
+        f"| {p['system']} | {p.get('mode')} | {p['concurrency']} | {' | '.join(point_cells(p))} | {p['errors']} | "
+        f"{p['duration_s']:g} | {resources_cell(p['resources'])} |"
         for p in results["points"]
     ]
+    batched = [p for p in results["points"] if p.get("batches")]
+    if batched:
+        lines += ["", "| batches TorchServe handed the handler | mode | concurrency | requests per batch |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {p['system']} | {p['mode']} | {p['concurrency']} | {batches_cell(p['batches'])} |" for p in batched
+        ]
+    invalid_points = [p for p in results["points"] if not p.get("valid", True)]
+    if invalid_points:
+        lines += ["", "Invalid points (no figures are given for them):", ""]
+        lines += [f"- {p['system']} {p['mode']} c={p['concurrency']}: {p['invalid_reason']}" for p in invalid_points]
     path.write_text("\n".join(lines) + "\n")
 
 
 def write_plot(results, path):
-    """Plot throughput and p99 latency against concurrency, one line per system and precision."""
+    """Plot throughput and p99 latency against concurrency per system and mode; ceilings dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (throughput, tail) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = sorted({(p["system"], p["precision"]) for p in results["points"]})
-    for system, precision in series:
+    figure, (throughput, tail) = plt.subplots(1, 2, figsize=(11, 4.4))
+    series = sorted({(p["system"], p.get("mode")) for p in results["points"]})
+    for system, mode in series:
         points = sorted(
-            (p for p in results["points"] if (p["system"], p["precision"]) == (system, precision)),
+            (p for p in results["points"] if (p["system"], p.get("mode")) == (system, mode) and p.get("valid", True)),
             key=lambda p: p["concurrency"],
         )
-        label = f"{system} {precision}"
-        throughput.plot(
-            [p["concurrency"] for p in points], [p["requests_per_s"] for p in points], marker="o", label=label
-        )
-        tail.plot([p["concurrency"] for p in points], [p["p99_ms"] for p in points], marker="o", label=label)
-    for precision in results["in_process"]:
-        throughput.axhline(best_in_process(results, precision)["sentences_per_s"], linestyle=":", linewidth=1)
-    throughput.set(xscale="log", xlabel="concurrent clients", ylabel="sentences / s", title="Throughput")
-    tail.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="p99 latency (ms)", title="p99 latency")
+        label = "the original design" if system == "original" else f"{system} {mode}"
+        style = {"linestyle": "--"} if system == "original" else {}
+        concurrency = [p["concurrency"] for p in points]
+        throughput.plot(concurrency, [p["requests_per_s"] for p in points], marker="o", label=label, **style)
+        tail.plot(concurrency, [p["p99_ms"] for p in points], marker="o", label=label, **style)
+    for index, mode in enumerate(results["in_process"]):
+        try:
+            value = ceiling(results, mode)
+        except InvalidFigure:
+            continue
+        line = throughput.axhline(value, linestyle=":", linewidth=1, color=f"C{index % 10}")
+        throughput.annotate(f"in-process {mode}", (1, value), fontsize=6, color=line.get_color(), va="bottom")
+    concurrencies = sorted({p["concurrency"] for p in results["points"]})
+    for axes in (throughput, tail):
+        axes.set(xscale="log", xlabel="concurrent clients", xticks=concurrencies, xticklabels=concurrencies)
+    throughput.set(ylabel="sentences / s", title="Throughput", ylim=(0, None))
+    tail.set(yscale="log", ylabel="p99 latency (ms)", title="p99 latency")
     throughput.legend(fontsize=7)
-    figure.suptitle(f"{results['machine']['cores']} cores; dotted: in-process limit per precision", fontsize=9)
+    machine = results["machine"]
+    figure.suptitle(
+        f"{machine['cpu']}, {machine['cores']} cores; dotted: in-process ceiling (batch 32 sorted) per mode; "
+        "invalid points left out",
+        fontsize=8,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
