@@ -7,6 +7,7 @@ the finished model.onnx, so workers need onnxruntime but not the exporter.
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -25,6 +26,19 @@ def example_inputs(tokenizer):
     return tuple(encoded[name] for name in INPUT_NAMES)
 
 
+@contextmanager
+def temp_files_in(folder):
+    """Make Python's temporary files (ours, ONNX Runtime's quantizer's) go to `folder` meanwhile."""
+    # The builder runs in containers whose /tmp is a small tmpfs (Compose's model job: 64 MB),
+    # and a DistilBERT export is 268 MB: its scratch files belong next to the archive being built.
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
 def export_onnx(model_dir, target, precision="fp32"):
     """Write `model_dir`'s classifier to `target` as ONNX (opset 17, dynamic batch and sequence).
 
@@ -40,7 +54,7 @@ def export_onnx(model_dir, target, precision="fp32"):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
     model.eval()
     dynamic = {0: "batch", 1: "sequence"}
-    with tempfile.TemporaryDirectory(prefix="onnx-export-") as work_dir:
+    with temp_files_in(target.parent), tempfile.TemporaryDirectory(prefix="onnx-export-") as work_dir:
         exported = Path(work_dir) / "model.onnx"
         with torch.inference_mode(), warnings.catch_warnings():
             # The legacy TorchScript exporter is deprecated but is the one that takes dynamic_axes

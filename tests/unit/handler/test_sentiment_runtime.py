@@ -72,3 +72,21 @@ def test_warm_up_with_no_time_left_runs_only_the_largest_pass(models):
     shapes = warmup_shapes(max_length=64, max_batch_tokens=256)
     assert warm_up(models[0], shapes, budget_s=0, token_id=2) == [(4, 64)]
     assert warm_up(models[0], shapes, budget_s=60, token_id=2) == shapes
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_export_keeps_its_scratch_files_next_to_the_target_not_in_tmp(tiny_model_dir, tmp_path, precision):
+    # Compose's model job has a 64 MB tmpfs /tmp; a DistilBERT export is 268 MB.
+    import tempfile
+
+    from onnx_export import export_onnx
+
+    unusable = tmp_path / "no-such-tmp"
+    before = tempfile.tempdir
+    tempfile.tempdir = str(unusable)
+    try:
+        target = export_onnx(tiny_model_dir, tmp_path / "model.onnx", precision)
+    finally:
+        tempfile.tempdir = before
+    assert target.stat().st_size > 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
