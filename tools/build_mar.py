@@ -30,10 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
 
-HANDLER_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = HANDLER_DIR.parent
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (
     HANDLER_DIR / "sentiment_requests.py",
@@ -41,7 +40,7 @@ HANDLER_MODULES = (
     HANDLER_DIR / "sentiment_runtime.py",
 )
 # Not packed, but what it writes is: a change to the export rebuilds the archive.
-EXPORT_MODULE = HANDLER_DIR / "onnx_export.py"
+EXPORT_MODULE = TOOLS_DIR / "onnx_export.py"
 ONNX_FILE = "model.onnx"
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 BUILD_INFO = "build-info.json"

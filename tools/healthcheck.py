@@ -8,6 +8,7 @@ import os
 import sys
 
 import requests
+
 from scale_workers import ScaleError, describe_model, ready_workers
 
 

@@ -1,6 +1,6 @@
 """Scale the TorchServe workers of a model through the management API and wait until ready.
 
-Usage: python handler/scale_workers.py N [--url URL] [--model NAME] [--timeout SECONDS]
+Usage: python tools/scale_workers.py N [--url URL] [--model NAME] [--timeout SECONDS]
 
 Defaults come from TORCHSERVE_MANAGEMENT_URL (http://127.0.0.1:8091) and MODEL_NAME
 (sentiment). Exits non-zero if the workers are not all READY within the timeout.
