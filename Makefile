@@ -122,14 +122,14 @@ EXAMPLES ?= 2000
 
 .PHONY: soak
 soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
-	$(BIN)/python scripts/soak.py --duration $(DURATION)
+	$(BIN)/python bench/soak.py --duration $(DURATION)
 
 ABUSE_DURATION ?= 60
 URL ?=
 
 .PHONY: abuse
 abuse: install-dev ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
-	$(BIN)/python scripts/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
+	$(BIN)/python bench/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
 
 .PHONY: fuzz
 fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
