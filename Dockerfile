@@ -49,7 +49,7 @@ COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \
-    NGINX_MAX_BODY_SIZE=1m \
+    NGINX_MAX_BODY_SIZE=1048576 \
     NGINX_MAX_BODY_LABEL="1 MiB" \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
     NGINX_LISTEN=8080 \
@@ -219,7 +219,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/home/model-server/tmp \
     HF_HOME=/home/model-server/.cache/huggingface \
     MODEL_STORE=/home/model-server/model-store \
-    TORCHSERVE_MANAGEMENT_URL=http://127.0.0.1:8091 \
     JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError"
 
 WORKDIR /home/model-server

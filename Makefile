@@ -14,8 +14,9 @@ TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 # Archive inputs (see tools/build_mar.py): a local model dir wins over the hub id.
 MODEL_DIR ?=
-MODEL_ID ?= distilbert/distilbert-base-uncased-finetuned-sst-2-english
-MODEL_REVISION ?= 714eb0f
+# MODEL_ID / MODEL_REVISION: passed on only when set; the pinned defaults are tools/build_mar.py's.
+MODEL_ID ?=
+MODEL_REVISION ?=
 N ?= 1
 
 export MODEL_DIR MODEL_ID MODEL_REVISION

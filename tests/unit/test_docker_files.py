@@ -25,7 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from facade.settings import Settings
 from scripts.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
+from scripts.stack import size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import STANDIN_BASES
 
@@ -195,6 +197,14 @@ def test_the_entrypoint_refuses_a_placeholder_without_a_value(tmp_path, value):
 
 
 # ------------------------------------------------------------------------------------ base images
+
+
+def test_the_nginx_image_refuses_bodies_above_the_facades_limit_with_the_same_size_in_words():
+    # The one Docker-side copy of facade/settings.py's limit (the engine cannot read Python).
+    nginx = env_defaults("nginx")
+    limit = Settings().max_body_bytes
+    assert int(nginx["NGINX_MAX_BODY_SIZE"]) == limit
+    assert nginx["NGINX_MAX_BODY_LABEL"] == size_label(limit)
 
 
 def test_the_base_images_are_build_arguments_that_default_to_the_official_images():
