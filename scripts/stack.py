@@ -3,10 +3,11 @@
 Usage: python scripts/stack.py up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
-FACADE_BASE_PORT=5001 (facade i listens on FACADE_BASE_PORT + i), TORCHSERVE_INFERENCE_PORT=8090,
-TORCHSERVE_MANAGEMENT_PORT=8091, TORCHSERVE_METRICS_PORT=8092 (the facade's and TorchServe's
-defaults come from facade/settings.py and config.properties), RUN_DIR=run, LOG_DIR=logs,
-START_TIMEOUT_S=180. Each server runs as its own process group; `down` stops every process
+FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
+TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT (defaults:
+config.properties' addresses), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
+variables reach every facade; nginx's body limit is the facade's max_body_bytes.
+Each server runs as its own process group; `down` stops every process
 of every group it started (launchers, Java, workers, masters) and is safe to run twice.
 """
 
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from facade.settings import Settings as FacadeSettings
+from facade.settings import SettingsError
 from scripts.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
 from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
@@ -39,6 +41,14 @@ NGINX_SETTINGS = {
     "NGINX_LIMIT_CONN": ("off", r"on|off", "on or off (a per-client limit on requests in progress)"),
     "NGINX_LIMIT_CONN_PER_CLIENT": ("16", r"[1-9][0-9]*", "requests in progress per client address, at least 1"),
 }
+
+
+def facade_settings(environ):
+    """Return the FACADE_* settings the replicas will start with, or exit saying which one is wrong."""
+    try:
+        return FacadeSettings.from_env(environ)
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class StackSettings:
             run_dir=run_dir,
             log_dir=log_dir,
             start_timeout_s=float(number("START_TIMEOUT_S", 180)),
-            facade=FacadeSettings.from_env(environ),
+            facade=facade_settings(environ),
         )
 
     @property
