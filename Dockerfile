@@ -10,7 +10,7 @@
 #
 # Every image runs as its own non-root user (UID/GID 10001), listens only on ports >= 1024 and has
 # a HEALTHCHECK. Python packages come only from the lock files (facade/requirements.lock,
-# handler/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
+# tools/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
 # from pyproject.toml), except the CPU torch wheel, pinned by version (see the torchserve build).
 # docker-compose.yml adds read-only root filesystems, memory limits and no capabilities.
 # Base images are build arguments: the official python:3.11-slim and debian:bookworm-slim by
@@ -49,7 +49,7 @@ COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \
-    NGINX_MAX_BODY_SIZE=1m \
+    NGINX_MAX_BODY_SIZE=1048576 \
     NGINX_MAX_BODY_LABEL="1 MiB" \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
     NGINX_LISTEN=8080 \
@@ -113,7 +113,7 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
 CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
 
 # ------------------------------------------------------------------------------ torchserve build
-# CPU-only torch, then the handler's dependencies exactly as handler/requirements.lock pins them
+# CPU-only torch, then the handler's dependencies exactly as tools/requirements.lock pins them
 # (hashes checked, --no-deps, then `pip check`), in a venv that the final stage copies.
 FROM ${PYTHON_IMAGE} AS torchserve-build
 
@@ -151,7 +151,7 @@ RUN set -eux; \
         exit 1; \
     fi
 
-COPY handler/requirements.lock /tmp/requirements.lock
+COPY tools/requirements.lock /tmp/requirements.lock
 RUN set -eux; \
     /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock; \
     # Every requirement of every installed distribution (torch's included) is satisfied; a CUDA
@@ -171,7 +171,7 @@ RUN set -eux; \
 
 # ------------------------------------------------------------------------------------ torchserve
 # TorchServe (Java 17 frontend + Python workers) serving model-store/sentiment.mar. The same image
-# runs the one-shot `model` service (handler/prepare_store.py) that fills the model store volume.
+# runs the one-shot `model` service (tools/prepare_store.py) that fills the model store volume.
 FROM ${PYTHON_IMAGE} AS torchserve
 
 RUN set -eux; \
@@ -192,6 +192,7 @@ RUN set -eux; \
 COPY --from=torchserve-build /opt/venv /opt/venv
 COPY config.properties torchserve-metrics.yaml /opt/sentiment/
 COPY handler/ /opt/sentiment/handler/
+COPY tools/ /opt/sentiment/tools/
 
 # TorchServe reads every config.properties key from TS_<KEY> (enable_envvars_config=true): inside
 # the container the REST APIs listen on all interfaces of the private network; gRPC (unused,
@@ -218,7 +219,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/home/model-server/tmp \
     HF_HOME=/home/model-server/.cache/huggingface \
     MODEL_STORE=/home/model-server/model-store \
-    TORCHSERVE_MANAGEMENT_URL=http://127.0.0.1:8091 \
     JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError"
 
 WORKDIR /home/model-server
@@ -226,7 +226,7 @@ USER 10001:10001
 EXPOSE 8090 8091 8092
 # Healthy = the model has a READY worker (loading it takes a while on a cold start).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python", "/opt/sentiment/handler/healthcheck.py"]
+    CMD ["python", "/opt/sentiment/tools/healthcheck.py"]
 # tini -g: PID 1 forwards SIGTERM to the whole process group (TorchServe's Python launcher, which
 # does not forward signals itself, the Java frontend and its Python workers) and reaps zombies.
 # -e 143: a stop by SIGTERM is a clean exit (status 0), not an error.

@@ -12,10 +12,11 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-# Archive inputs (see handler/build_mar.py): a local model dir wins over the hub id.
+# Archive inputs (see tools/build_mar.py): a local model dir wins over the hub id.
 MODEL_DIR ?=
-MODEL_ID ?= distilbert/distilbert-base-uncased-finetuned-sst-2-english
-MODEL_REVISION ?= 714eb0f
+# MODEL_ID / MODEL_REVISION: passed on only when set; the pinned defaults are tools/build_mar.py's.
+MODEL_ID ?=
+MODEL_REVISION ?=
 N ?= 1
 
 export MODEL_DIR MODEL_ID MODEL_REVISION
@@ -84,11 +85,11 @@ lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml
 
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
-	$(BIN)/python handler/build_mar.py
+	$(BIN)/python tools/build_mar.py
 
 .PHONY: up
 up: install ## Start TorchServe, REPLICAS facades and nginx on 127.0.0.1 (builds the .mar first; MODEL_DIR honoured)
-	$(BIN)/python handler/build_mar.py
+	$(BIN)/python tools/build_mar.py
 	$(BIN)/python scripts/stack.py up
 
 .PHONY: down
@@ -122,14 +123,14 @@ EXAMPLES ?= 2000
 
 .PHONY: soak
 soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
-	$(BIN)/python scripts/soak.py --duration $(DURATION)
+	$(BIN)/python bench/soak.py --duration $(DURATION)
 
 ABUSE_DURATION ?= 60
 URL ?=
 
 .PHONY: abuse
 abuse: install-dev ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
-	$(BIN)/python scripts/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
+	$(BIN)/python bench/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
 
 .PHONY: fuzz
 fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
@@ -137,7 +138,7 @@ fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMP
 
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
-	$(BIN)/python handler/scale_workers.py $(N)
+	$(BIN)/python tools/scale_workers.py $(N)
 
 # ------------------------------------------------------------------------------------------ Docker
 # `docker compose` (v2 plugin) when the client has it, else docker-compose (1.29, Debian's package).

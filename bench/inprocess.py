@@ -5,7 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handler"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import packed  # noqa: F401  (the handler's modules importable by top-level name, as in the .mar)
 
 
 class BenchContext:

@@ -31,10 +31,8 @@ from pathlib import Path
 import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# Run as a script: the project and the handler's flat modules (as inside the .mar) importable.
-sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "handler")]
-
-from build_mar import BuildSettings, build  # noqa: E402
+# Run as a script: the project and the tools importable (tools/packed.py adds the handler's modules).
+sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tools")]
 
 from bench.inprocess import in_process_point, loaded_handler  # noqa: E402
 from bench.load import DEV_TSV, PointRule, labelled_sentences, measure, write_bodies  # noqa: E402
@@ -42,6 +40,7 @@ from bench.machine import has_fast_bf16, machine_info  # noqa: E402
 from bench.modes import Mode, default_mode, handler_runtimes, offered_modes  # noqa: E402
 from bench.report import headline, write_markdown, write_plot  # noqa: E402
 from bench.timing_model import build_timing_model  # noqa: E402
+from build_mar import BuildSettings, build  # noqa: E402
 from scripts.processes import http_status, start_group, stop_group, wait_until  # noqa: E402
 from scripts.stack import StackSettings, down, running_groups, start_nginx, up  # noqa: E402
 from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "handler")]
+sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tools")]
 
 from bench.load import labelled_sentences  # noqa: E402
 from bench.machine import machine_info  # noqa: E402

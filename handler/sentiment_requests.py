@@ -196,11 +196,25 @@ def checked_text(text):
         raise InvalidRequestError("invalid_text_type", "Each text must be a JSON string.")
     if not text.strip():
         raise InvalidRequestError("empty_text", "Texts must contain at least one non-space character.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            "invalid_text", "A text contains an unpaired surrogate (such as \\ud800), which is not text."
+        ) from None
     return text
 
 
 def parse_request(row):
-    """Return the ParsedRequest of one TorchServe request row, or raise InvalidRequestError."""
+    """Return the ParsedRequest of one TorchServe request row, or raise InvalidRequestError.
+
+    The facade's validation (facade/validation.py) is authoritative: it is the public API, and
+    for every body both can judge this answers the same code and status (tests/unit/
+    test_request_contract.py runs the same bodies through both). Two kinds of check live only
+    there: the limits on texts and characters (the facade's settings), and repeated keys and
+    NaN/Infinity, which cannot be judged here: TorchServe decodes an application/json body with
+    Python's json.loads, which accepts both, before the handler sees the resulting dict.
+    """
     body = decode_body(request_body(row))
     has_text, has_texts = "text" in body, "texts" in body
     if has_text and has_texts:
@@ -213,7 +227,7 @@ def parse_request(row):
     if not isinstance(texts, list):
         raise InvalidRequestError("invalid_text_type", '"texts" must be a JSON array of strings.')
     if not texts:
-        raise InvalidRequestError("missing_text", '"texts" must hold at least one string.')
+        raise InvalidRequestError("empty_texts", '"texts" is an empty list; send at least one string.')
     return ParsedRequest(texts=[checked_text(text) for text in texts], single=False)
 
 

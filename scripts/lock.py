@@ -1,7 +1,7 @@
 """Write the images' lock files from pyproject.toml's dependency groups: `make lock`.
 
     facade/requirements.lock   <- [dependency-groups] facade   (the sentiment-facade image)
-    handler/requirements.lock  <- [dependency-groups] handler  (the sentiment-torchserve image)
+    tools/requirements.lock    <- [dependency-groups] handler  (the sentiment-torchserve image)
                                   plus torch's own dependencies, but not torch
 
 The resolver is uv's (`uv pip compile`, pinned in pyproject.toml's dev group), run once per image
@@ -39,7 +39,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 PYPROJECT = PROJECT_DIR / "pyproject.toml"
 LOCKS = {
     "facade": PROJECT_DIR / "facade" / "requirements.lock",
-    "handler": PROJECT_DIR / "handler" / "requirements.lock",
+    "handler": PROJECT_DIR / "tools" / "requirements.lock",
 }
 IMAGES = {"facade": "sentiment-facade", "handler": "sentiment-torchserve"}
 DEFAULT_INDEX_URL = "https://pypi.org/simple"

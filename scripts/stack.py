@@ -3,9 +3,11 @@
 Usage: python scripts/stack.py up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
-FACADE_BASE_PORT=5001 (facade i listens on FACADE_BASE_PORT + i), TORCHSERVE_INFERENCE_PORT=8090,
-TORCHSERVE_MANAGEMENT_PORT=8091, TORCHSERVE_METRICS_PORT=8092, RUN_DIR=run, LOG_DIR=logs,
-START_TIMEOUT_S=180. Each server runs as its own process group; `down` stops every process
+FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
+TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT (defaults:
+config.properties' addresses), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
+variables reach every facade; nginx's body limit is the facade's max_body_bytes.
+Each server runs as its own process group; `down` stops every process
 of every group it started (launchers, Java, workers, masters) and is safe to run twice.
 """
 
@@ -23,11 +25,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from facade.settings import Settings as FacadeSettings
+from facade.settings import SettingsError
 from scripts.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
 from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
-MAX_BODY_SIZE = "1m"  # FACADE_MAX_BODY_BYTES' default, 1 MiB
 # nginx settings taken from the environment (the same NGINX_* variables the Docker image reads):
 # name -> (default, pattern the value must match, what it allows).
 NGINX_SETTINGS = {
@@ -40,14 +43,24 @@ NGINX_SETTINGS = {
 }
 
 
+def facade_settings(environ):
+    """Return the FACADE_* settings the replicas will start with, or exit saying which one is wrong."""
+    try:
+        return FacadeSettings.from_env(environ)
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Ports, replica count and folders of one native stack."""
 
     http_port: int = 8080
     replicas: int = 2
-    facade_base_port: int = 5001
+    facade_base_port: int = FacadeSettings.port
     torchserve: TorchServeSettings = field(default_factory=TorchServeSettings)
+    # The FACADE_* settings every replica starts with (the launcher reads the body limit from it).
+    facade: FacadeSettings = field(default_factory=FacadeSettings)
     run_dir: Path = PROJECT_DIR / "run"
     log_dir: Path = PROJECT_DIR / "logs"
     start_timeout_s: float = 180.0
@@ -65,15 +78,15 @@ class StackSettings:
         run_dir = Path(environ.get("RUN_DIR") or PROJECT_DIR / "run").resolve()
         log_dir = Path(environ.get("LOG_DIR") or PROJECT_DIR / "logs").resolve()
         return cls(
-            http_port=number("HTTP_PORT", 8080),
-            replicas=number("REPLICAS", 2),
-            facade_base_port=number("FACADE_BASE_PORT", 5001),
+            http_port=number("HTTP_PORT", cls.http_port),
+            replicas=number("REPLICAS", cls.replicas),
+            facade_base_port=number("FACADE_BASE_PORT", FacadeSettings.port),
             torchserve=TorchServeSettings(
-                inference_port=number("TORCHSERVE_INFERENCE_PORT", 8090),
-                management_port=number("TORCHSERVE_MANAGEMENT_PORT", 8091),
-                metrics_port=number("TORCHSERVE_METRICS_PORT", 8092),
-                grpc_inference_port=number("TORCHSERVE_GRPC_INFERENCE_PORT", 8093),
-                grpc_management_port=number("TORCHSERVE_GRPC_MANAGEMENT_PORT", 8094),
+                inference_port=number("TORCHSERVE_INFERENCE_PORT", TorchServeSettings.inference_port),
+                management_port=number("TORCHSERVE_MANAGEMENT_PORT", TorchServeSettings.management_port),
+                metrics_port=number("TORCHSERVE_METRICS_PORT", TorchServeSettings.metrics_port),
+                grpc_inference_port=number("TORCHSERVE_GRPC_INFERENCE_PORT", TorchServeSettings.grpc_inference_port),
+                grpc_management_port=number("TORCHSERVE_GRPC_MANAGEMENT_PORT", TorchServeSettings.grpc_management_port),
                 model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
                 run_dir=run_dir,
                 log_dir=log_dir,
@@ -81,6 +94,7 @@ class StackSettings:
             run_dir=run_dir,
             log_dir=log_dir,
             start_timeout_s=float(number("START_TIMEOUT_S", 180)),
+            facade=facade_settings(environ),
         )
 
     @property
@@ -139,6 +153,14 @@ def nginx_settings(environ=os.environ):
     return values
 
 
+def size_label(size_bytes):
+    """Return a byte count as people read it in an error message: 1 MiB, 512 KiB, 1000 bytes."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size_bytes % scale == 0:
+            return f"{size_bytes // scale} {unit}"
+    return f"{size_bytes} bytes"
+
+
 def nginx_config(settings):
     """Write the nginx config of this stack under the run dir; return its path."""
     nginx_run = settings.run_dir / "nginx"
@@ -154,8 +176,9 @@ def nginx_config(settings):
         "NGINX_RUN_DIR": str(nginx_run),
         "NGINX_ERROR_LOG": str(settings.log_dir / "nginx-error.log"),
         "NGINX_ACCESS_LOG": str(settings.log_dir / "nginx-access.log"),
-        "NGINX_MAX_BODY_SIZE": MAX_BODY_SIZE,
-        "NGINX_MAX_BODY_LABEL": "1 MiB",
+        # nginx refuses what the facade would refuse anyway, before it reaches a facade.
+        "NGINX_MAX_BODY_SIZE": str(settings.facade.max_body_bytes),
+        "NGINX_MAX_BODY_LABEL": size_label(settings.facade.max_body_bytes),
         "NGINX_TOPOLOGY_CONF": str(topology),
         "NGINX_LISTEN": f"127.0.0.1:{settings.http_port}",
         **nginx_settings(),

@@ -9,22 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.processes import start_group, stop_group, wait_until
+from tools import torchserve_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The defaults are config.properties' own: TorchServe's file is the one home of its ports and model name.
+CONFIG = torchserve_config.properties()
 
 
 @dataclass(frozen=True)
 class TorchServeSettings:
     """Where one native TorchServe listens and keeps its files."""
 
-    inference_port: int = 8090
-    management_port: int = 8091
-    metrics_port: int = 8092
-    grpc_inference_port: int = 8093
-    grpc_management_port: int = 8094
-    model_name: str = "sentiment"
+    inference_port: int = torchserve_config.port(CONFIG, "inference_address")
+    management_port: int = torchserve_config.port(CONFIG, "management_address")
+    metrics_port: int = torchserve_config.port(CONFIG, "metrics_address")
+    grpc_inference_port: int = int(CONFIG["grpc_inference_port"])
+    grpc_management_port: int = int(CONFIG["grpc_management_port"])
+    model_name: str = torchserve_config.model_name(CONFIG)
     model_store: Path = PROJECT_DIR / "model-store"
-    config_file: Path = PROJECT_DIR / "config.properties"
+    config_file: Path = torchserve_config.CONFIG_FILE
     run_dir: Path = PROJECT_DIR / "run"
     log_dir: Path = PROJECT_DIR / "logs"
 

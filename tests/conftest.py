@@ -1,6 +1,5 @@
 """Fixtures shared by every test tier."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,10 +8,6 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 STANDIN_MODEL_DIR = SHARED_DIR / "models" / "minilm-sst2"
 SST2_DEV = SHARED_DIR / "data" / "sst2" / "dev.tsv"
-
-# Inside the .mar the handler modules sit flat next to each other and import each other
-# by top-level name; tests import them the same way.
-sys.path.insert(0, str(PROJECT_DIR / "handler"))
 
 
 @pytest.fixture(scope="session")

@@ -112,9 +112,9 @@ cmd_scale() {
         containers="$(torchserve_containers)"
         [ -n "$containers" ] || die "no running TorchServe container of stack $STACK on this node"
         # The management API is on no network outside the container: ask it from inside
-        # (handler/scale_workers.py is in the image and waits until the workers are READY).
+        # (tools/scale_workers.py is in the image and waits until the workers are READY).
         for container in $containers; do
-            docker exec "$container" python /opt/sentiment/handler/scale_workers.py "$WORKERS"
+            docker exec "$container" python /opt/sentiment/tools/scale_workers.py "$WORKERS"
         done
     fi
     wait_serving

@@ -4,8 +4,8 @@ import socket
 import subprocess
 
 import pytest
-from build_mar import BuildSettings, build
 
+from build_mar import BuildSettings, build
 from scripts.processes import group_members, http_status
 from scripts.stack import StackSettings, down, running_groups, up
 from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve

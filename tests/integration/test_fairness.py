@@ -1,4 +1,4 @@
-"""Heavy clients cannot starve a light one (scripts/abuse.py's run, short form, on the shared stack).
+"""Heavy clients cannot starve a light one (bench/abuse.py's run, short form, on the shared stack).
 
 Three clients send the largest request the limits allow (handler/model-config.yaml's
 max_request_tokens, as texts at the model's token limit) back to back for 20 s while a fourth
@@ -15,7 +15,7 @@ cores. Since every term is measured, the bound holds on a CPU twice slower or tw
 import pytest
 import requests
 
-from scripts.abuse import abuse, failures, largest_request
+from bench.abuse import abuse, failures, largest_request
 from scripts.stack import running_groups
 
 pytestmark = pytest.mark.integration

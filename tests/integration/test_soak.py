@@ -1,4 +1,4 @@
-"""The soak command (scripts/soak.py, `make soak`) run for 20 s, as CI runs it.
+"""The soak command (bench/soak.py, `make soak`) run for 20 s, as CI runs it.
 
 It starts its own stack on the shared stack's archive (the serving model), keeps 64 requests
 in flight with wrk through nginx, samples every component's memory and must pass its own
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk; make soak installs it)")
 def test_a_20_s_soak_at_concurrency_64_has_no_5xx_but_503_and_flat_memory(shared_stack):
     archive = shared_stack.torchserve.model_store / "sentiment.mar"
-    command = [sys.executable, str(PROJECT_DIR / "scripts" / "soak.py"), "--duration", "20", "--sample-interval", "4"]
+    command = [sys.executable, str(PROJECT_DIR / "bench" / "soak.py"), "--duration", "20", "--sample-interval", "4"]
     result = subprocess.run(
         [*command, "--mar", str(archive)], capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_DIR
     )

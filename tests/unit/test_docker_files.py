@@ -4,7 +4,7 @@
   nginx stage, and the entrypoint renders the template from whatever NGINX_* variables are set;
 - the base images are build arguments whose defaults are the official images, Compose passes them
   through, and the local stand-ins never carry an official image's name;
-- facade/requirements.lock and handler/requirements.lock are in step with pyproject.toml's
+- facade/requirements.lock and tools/requirements.lock are in step with pyproject.toml's
   dependency groups (edit a pin without `make lock` and this fails), hash every pin with a wheel
   for each of the images' platforms (linux/amd64, linux/arm64), and leave torch out; the
   Dockerfile installs each image from its lock;
@@ -25,7 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from facade.settings import Settings
 from scripts.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
+from scripts.stack import size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import STANDIN_BASES
 
@@ -35,7 +37,7 @@ TEMPLATE = PROJECT_DIR / "nginx" / "nginx.conf.template"
 ENTRYPOINT = PROJECT_DIR / "nginx" / "docker-entrypoint.sh"
 LOCKS = {
     "facade": PROJECT_DIR / "facade" / "requirements.lock",
-    "handler": PROJECT_DIR / "handler" / "requirements.lock",
+    "handler": PROJECT_DIR / "tools" / "requirements.lock",
 }
 # One pin, its continuation lines joined: `name==version --hash=sha256:... --hash=sha256:...`.
 LOCK_PIN = re.compile(r"([a-z0-9]+(?:-[a-z0-9]+)*)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)")
@@ -197,6 +199,14 @@ def test_the_entrypoint_refuses_a_placeholder_without_a_value(tmp_path, value):
 # ------------------------------------------------------------------------------------ base images
 
 
+def test_the_nginx_image_refuses_bodies_above_the_facades_limit_with_the_same_size_in_words():
+    # The one Docker-side copy of facade/settings.py's limit (the engine cannot read Python).
+    nginx = env_defaults("nginx")
+    limit = Settings().max_body_bytes
+    assert int(nginx["NGINX_MAX_BODY_SIZE"]) == limit
+    assert nginx["NGINX_MAX_BODY_LABEL"] == size_label(limit)
+
+
 def test_the_base_images_are_build_arguments_that_default_to_the_official_images():
     global_args = dict(args.split("=", 1) for instruction, args in dockerfile_stages()[""] if instruction == "ARG")
     assert global_args == OFFICIAL_BASES
@@ -290,7 +300,7 @@ def test_torch_has_one_version_everywhere():
 def test_the_image_installs_exactly_its_lock(group, stage):
     instructions = dockerfile_stages()[stage]
     copies = [args for instruction, args in instructions if instruction == "COPY"]
-    assert f"{group}/requirements.lock /tmp/requirements.lock" in copies
+    assert f"{LOCKS[group].relative_to(PROJECT_DIR)} /tmp/requirements.lock" in copies
     runs = " ".join(args for instruction, args in instructions if instruction == "RUN")
     assert "pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock" in runs
     assert "pip check" in runs

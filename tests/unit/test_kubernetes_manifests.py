@@ -217,10 +217,17 @@ def test_compose_swarm_and_kubernetes_agree_on_user_ids_and_ports():
     assert f"http://app:{facade_port}" in (PROJECT_DIR / "nginx" / "topology.docker.conf").read_text()
     facade_env = {e["name"]: e["value"] for e in container(docs, "app", "facade")["env"]}
     torchserve = env_defaults("torchserve")
-    assert facade_env["FACADE_TORCHSERVE_URL"].rsplit(":", 1)[1] == torchserve["TS_INFERENCE_ADDRESS"].rsplit(":", 1)[1]
+    # The facade image's default reaches TorchServe's inference port through the `torchserve`
+    # name that Compose, Swarm and Kubernetes all give it; none of them restates it.
+    image_url = env_defaults("facade")["FACADE_TORCHSERVE_URL"]
+    assert image_url == "http://torchserve:" + torchserve["TS_INFERENCE_ADDRESS"].rsplit(":", 1)[1]
+    inference_service = resource(docs, "Service", "torchserve")
+    assert [port["port"] for port in inference_service["spec"]["ports"]] == [int(image_url.rsplit(":", 1)[1])]
+    assert "FACADE_TORCHSERVE_URL" not in facade_env
+    assert "FACADE_TORCHSERVE_URL" not in compose["app"]["environment"]
+    assert "FACADE_TORCHSERVE_URL" not in (swarm["app"].get("environment") or {})
     management_port = torchserve["TS_MANAGEMENT_ADDRESS"].rsplit(":", 1)[1]
     assert facade_env["FACADE_TORCHSERVE_MANAGEMENT_URL"].endswith(f":{management_port}")
-    assert env_defaults("facade")["FACADE_TORCHSERVE_URL"] == compose["app"]["environment"]["FACADE_TORCHSERVE_URL"]
 
 
 def test_probes_are_the_images_healthchecks_and_the_facades_health_routes():

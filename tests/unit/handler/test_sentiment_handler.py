@@ -98,7 +98,7 @@ def test_a_text_exactly_at_the_limit_is_not_flagged(handle, loaded_handler):
         ([1, 2], "invalid_json"),
         ({"text": "a", "texts": ["b"]}, "conflicting_fields"),
         ({"comment": "no text"}, "missing_text"),
-        ({"texts": []}, "missing_text"),
+        ({"texts": []}, "empty_texts"),
         ({"text": 42}, "invalid_text_type"),
         ({"texts": "not a list"}, "invalid_text_type"),
         ({"texts": ["ok", None]}, "invalid_text_type"),

@@ -1,6 +1,6 @@
 """Soak test: sustained load through nginx on a private native stack, with memory sampled.
 
-Usage: python scripts/soak.py [--duration 300] [--concurrency 64] [--sample-interval 10] ...
+Usage: python bench/soak.py [--duration 300] [--concurrency 64] [--sample-interval 10] ...
 
 It starts its own stack (TorchServe, 2 facades, nginx) on free loopback ports under
 run/soak-*, warms it up, then keeps --concurrency requests in flight with wrk (closed loop,
@@ -40,8 +40,8 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(PROJECT_DIR))
-# The archive builder imports the handler's modules by their flat names, as inside the .mar.
-sys.path.insert(1, str(PROJECT_DIR / "handler"))
+# The archive builder (tools/build_mar.py) imports by flat names; tools/packed.py adds the handler's.
+sys.path.insert(1, str(PROJECT_DIR / "tools"))
 
 from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
 from bench.timing_model import build_timing_model  # noqa: E402

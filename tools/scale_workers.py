@@ -1,9 +1,9 @@
 """Scale the TorchServe workers of a model through the management API and wait until ready.
 
-Usage: python handler/scale_workers.py N [--url URL] [--model NAME] [--timeout SECONDS]
+Usage: python tools/scale_workers.py N [--url URL] [--model NAME] [--timeout SECONDS]
 
-Defaults come from TORCHSERVE_MANAGEMENT_URL (http://127.0.0.1:8091) and MODEL_NAME
-(sentiment). Exits non-zero if the workers are not all READY within the timeout.
+Defaults come from TORCHSERVE_MANAGEMENT_URL and MODEL_NAME, else from config.properties
+(management_address, load_models). Exits non-zero if the workers are not all READY within the timeout.
 """
 
 import argparse
@@ -12,6 +12,8 @@ import sys
 import time
 
 import requests
+
+from torchserve_config import local_url, model_name, properties
 
 
 class ScaleError(RuntimeError):
@@ -57,6 +59,16 @@ def wait_for_workers(url, model, workers, timeout_s):
         time.sleep(0.5)
 
 
+def default_management_url(environ):
+    """Return TORCHSERVE_MANAGEMENT_URL, else the management API that config.properties sets up."""
+    return environ.get("TORCHSERVE_MANAGEMENT_URL") or local_url(properties(environ=environ), "management_address")
+
+
+def default_model_name(environ):
+    """Return MODEL_NAME, else the model config.properties loads."""
+    return environ.get("MODEL_NAME") or model_name(properties())
+
+
 def worker_table(description):
     """Return the workers of a model description as aligned text lines."""
     lines = [f"{'ID':<6} {'PID':<8} {'STATUS':<10} {'MEMORY(MB)':>10}  STARTED"]
@@ -72,8 +84,8 @@ def parse_args(argv):
     """Return the command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workers", type=int, help="number of workers wanted (>= 1)")
-    parser.add_argument("--url", default=os.environ.get("TORCHSERVE_MANAGEMENT_URL", "http://127.0.0.1:8091"))
-    parser.add_argument("--model", default=os.environ.get("MODEL_NAME", "sentiment"))
+    parser.add_argument("--url", default=default_management_url(os.environ))
+    parser.add_argument("--model", default=default_model_name(os.environ))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for READY workers")
     args = parser.parse_args(argv)
     if args.workers < 1:

@@ -1,8 +1,8 @@
 """Fairness under abuse: heavy clients flood the service with maximum-size requests while a light one is served.
 
-Usage: python scripts/abuse.py [--url URL] [--duration 60] [--heavy-clients 3] [--mar ARCHIVE]
+Usage: python bench/abuse.py [--url URL] [--duration 60] [--heavy-clients 3] [--mar ARCHIVE]
 
-Without --url it starts its own stack on free loopback ports (like scripts/soak.py), serving
+Without --url it starts its own stack on free loopback ports (like bench/soak.py), serving
 --mar, else --model-dir (or MODEL_DIR), else the trained stand-in in ../shared, else a tiny
 random model. It then:
 
@@ -35,10 +35,12 @@ import requests
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(PROJECT_DIR))
-sys.path.insert(1, str(PROJECT_DIR / "handler"))
+# tools/packed.py makes the handler's modules importable by their flat names, as inside the .mar.
+sys.path.insert(1, str(PROJECT_DIR / "tools"))
 
 import yaml  # noqa: E402
 
+import packed  # noqa: E402, F401
 from sentiment_config import handler_options  # noqa: E402
 
 LIGHT_TEXT = "It is a charming and often affecting journey."
@@ -259,8 +261,8 @@ def main(argv=None):
     if args.url:
         figures = abuse(args.url, args.duration, args.heavy_clients)
     else:
+        from bench.soak import model_store_for, soak_settings
         from scripts.processes import StartupError
-        from scripts.soak import model_store_for, soak_settings
         from scripts.stack import down, running_groups, up
 
         (PROJECT_DIR / "run").mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ Environment (all optional):
   MODEL_DIR       a local Hugging Face model dir (config, weights, tokenizer); wins over the hub
   MODEL_ID        hub repo id     (default distilbert/distilbert-base-uncased-finetuned-sst-2-english)
   MODEL_REVISION  hub revision    (default 714eb0f, the one transformers' sentiment pipeline pins)
-  MODEL_NAME      TorchServe model name and archive name (default sentiment)
+  MODEL_NAME      TorchServe model name and archive name (default: config.properties' load_models)
   MODEL_STORE     output folder   (default model-store next to this project)
   RUNTIME         onnx or torch: overrides model-config.yaml's handler.runtime
   PRECISION       fp32, bf16 or int8: overrides model-config.yaml's handler.precision
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import yaml
 
+from packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
+from torchserve_config import model_name, properties
 
-HANDLER_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = HANDLER_DIR.parent
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (
     HANDLER_DIR / "sentiment_requests.py",
@@ -41,7 +41,7 @@ HANDLER_MODULES = (
     HANDLER_DIR / "sentiment_runtime.py",
 )
 # Not packed, but what it writes is: a change to the export rebuilds the archive.
-EXPORT_MODULE = HANDLER_DIR / "onnx_export.py"
+EXPORT_MODULE = TOOLS_DIR / "onnx_export.py"
 ONNX_FILE = "model.onnx"
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 BUILD_INFO = "build-info.json"
@@ -87,7 +87,7 @@ class BuildSettings:
             model_dir=Path(model_dir).resolve() if model_dir else None,
             model_id=environ.get("MODEL_ID") or "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
             model_revision=environ.get("MODEL_REVISION") or "714eb0f",
-            model_name=environ.get("MODEL_NAME") or "sentiment",
+            model_name=environ.get("MODEL_NAME") or model_name(properties()),
             model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
             precision=environ.get("PRECISION") or None,
             runtime=environ.get("RUNTIME") or None,

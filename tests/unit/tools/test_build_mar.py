@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 import yaml
-from build_mar import BuildError, BuildSettings, build, model_files
 
+from build_mar import BuildError, BuildSettings, build, model_files
 from tests.conftest import PROJECT_DIR
 
 
@@ -53,6 +53,16 @@ def test_archive_holds_handler_config_and_onnx_model_under_the_name_sentiment(ti
     assert manifest["model"]["handler"] == "sentiment_handler.py"
     assert manifest["model"]["configFile"] == "model-config.yaml"
     assert list((tmp_path / "model-store").iterdir()) == [archive]
+
+
+def test_every_file_of_the_handler_folder_is_packed_and_nothing_else_of_the_project(tiny_model_dir, tmp_path):
+    archive = build(settings_for(tiny_model_dir, tmp_path / "model-store"))
+    with zipfile.ZipFile(archive) as mar:
+        names = set(mar.namelist())
+    handler_files = {path.name for path in (PROJECT_DIR / "handler").iterdir() if path.is_file()}
+    assert handler_files <= names
+    project_python = {path.name for path in PROJECT_DIR.glob("*/*.py")}
+    assert {name for name in names if name.endswith(".py")} == handler_files & project_python
 
 
 def test_unchanged_inputs_do_not_rebuild(tiny_model_dir, tmp_path, capsys):
@@ -97,7 +107,7 @@ def test_unreachable_hub_fails_within_seconds_naming_model_dir_and_leaves_nothin
     }
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "handler" / "build_mar.py")],
+        [sys.executable, str(PROJECT_DIR / "tools" / "build_mar.py")],
         env=env,
         capture_output=True,
         text=True,

@@ -1,7 +1,8 @@
 """The TorchServe image's HEALTHCHECK: healthy only with a READY worker for the model."""
 
-import healthcheck
 import requests
+
+import healthcheck
 from scale_workers import ScaleError
 
 

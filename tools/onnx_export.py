@@ -1,6 +1,6 @@
 """Export a Hugging Face sequence classifier to ONNX for the onnx runtime (build time only).
 
-Runs inside `make mar` (handler/build_mar.py), never in a TorchServe worker: the archive gets
+Runs inside `make mar` (tools/build_mar.py), never in a TorchServe worker: the archive gets
 the finished model.onnx, so workers need onnxruntime but not the exporter.
 """
 

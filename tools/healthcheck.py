@@ -1,20 +1,22 @@
 """Docker HEALTHCHECK of the TorchServe image: exit 0 when the model has a READY worker.
 
 TorchServe's /ping counts workers that are still loading as healthy, so this asks the management
-API (TORCHSERVE_MANAGEMENT_URL, default http://127.0.0.1:8091) about MODEL_NAME (sentiment).
+API (TORCHSERVE_MANAGEMENT_URL) about MODEL_NAME; both default to what config.properties says
+(management_address, TS_MANAGEMENT_ADDRESS applied, and load_models).
 """
 
 import os
 import sys
 
 import requests
-from scale_workers import ScaleError, describe_model, ready_workers
+
+from scale_workers import ScaleError, default_management_url, default_model_name, describe_model, ready_workers
 
 
 def main(environ=os.environ):
     """Print the worker states; return 0 when at least one worker is READY, else 1."""
-    url = (environ.get("TORCHSERVE_MANAGEMENT_URL") or "http://127.0.0.1:8091").rstrip("/")
-    model = environ.get("MODEL_NAME") or "sentiment"
+    url = default_management_url(environ).rstrip("/")
+    model = default_model_name(environ)
     try:
         description = describe_model(url, model)
     except (ScaleError, requests.RequestException, ValueError, LookupError) as exc:
