@@ -164,7 +164,7 @@ docker-engine: ## Start a Docker engine on a Debian host without systemd (apt-in
 	bash .ci/docker-engine.sh
 
 .PHONY: docker-bases
-docker-bases: ## Make sure the base images exist: pulled (PYTHON_IMAGE, DEBIAN_IMAGE), or with OFFLINE_BASES=1 local stand-ins
+docker-bases: ## Make sure the base images exist: pulled (PYTHON_IMAGE, DEBIAN_IMAGE), or with OFFLINE_BASES=1 local base images built offline
 	@timeout 10 docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers 'docker info': start yours (e.g. systemctl start docker; on a Debian host without systemd, as root: make docker-engine)" >&2; exit 1; }
 ifeq ($(OFFLINE_BASES),1)
 	bash .ci/build-base-images.sh

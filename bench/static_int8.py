@@ -5,7 +5,7 @@ An experiment, not a serving mode. For each variant of the ONNX model:
   dynamic int8    weights int8 ahead of time, activations quantized per call (what PRECISION=int8 serves)
   static int8 ... weights per channel and activations int8 with ranges calibrated ahead of time on
                   SST-2 *train* sentences (never dev), QDQ format, with some nodes left in fp32
-it reports SST-2 dev accuracy of the trained test model (MiniLM) and, for the rule in README
+it reports SST-2 dev accuracy of the trained test model (MiniLM) and, for the rule in docs/performance.md
 (a mode may lose at most 0.5 points), the change against fp32; and sentences/s at batch 1 and
 batch 32 sorted by length on the DistilBERT-sized timing model, 2 intra-op threads.
 Which nodes stay fp32 is measured: first the sensitivity of each group of nodes (embeddings,

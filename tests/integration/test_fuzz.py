@@ -6,7 +6,7 @@ schema. CI runs FUZZ_EXAMPLES=50 per operation with a fixed seed; the long run i
 `FUZZ_EXAMPLES=2000 FUZZ_SEED=random pytest tests/integration/test_fuzz.py -s`.
 
 /metrics is left out: the document describes it on a facade's own port, and nginx answers 404
-to every method there on purpose (README, Observability), which schemathesis would report as a
+to every method there on purpose (docs/operations.md, Observability), which schemathesis would report as a
 404 where it expects the 405 of an undeclared method.
 """
 
