@@ -22,6 +22,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from sentiment_config import handler_options
 from sentiment_requests import (
     DEADLINE_HEADER,
+    PAD_MULTIPLE,
     Batch,
     InvalidRequestError,
     admission,
@@ -158,9 +159,7 @@ class SentimentHandler(BaseHandler):
                 self.tokenizer(
                     [texts[index] for index in chunk],
                     padding=True,
-                    # Few distinct shapes: oneDNN caches a kernel per input shape, and unbounded
-                    # variety grew the worker's RSS by 28% in 3 minutes of `make soak`.
-                    pad_to_multiple_of=8,
+                    pad_to_multiple_of=PAD_MULTIPLE,
                     truncation=True,
                     max_length=self.max_length,
                     return_tensors="np",

@@ -88,20 +88,30 @@ class Batch:
     started: float = 0.0  # time.monotonic() when the worker took the batch
 
 
-def length_sorted_chunks(lengths, max_tokens):
-    """Return text indexes grouped into forward passes of similar length.
+# Passes are padded to a multiple of this many tokens: few distinct shapes, since the kernels
+# cache per input shape (unbounded variety grew the worker's RSS by 28% in 3 minutes of soak).
+PAD_MULTIPLE = 8
 
-    Sorting by length before padding means each pass pads to a length close to its
-    texts' own, instead of every text to the longest of the whole batch: attention over
-    padding is wasted work. A pass holds as many texts as fit in `max_tokens` padded
-    tokens (always at least one).
+
+def length_sorted_chunks(lengths, max_tokens, multiple=PAD_MULTIPLE):
+    """Return text indexes grouped into forward passes of texts that pad to the same length.
+
+    The tokenizer pads a pass to its longest text, rounded up to `multiple`. Only texts whose
+    rounded lengths are equal share a pass, so a pass computes no padding beyond that rounding:
+    a pass of one 25-token text is already a 32-row matrix product that the CPU runs well, and
+    mixing lengths cost more in padding than the larger products gained (measured with ONNX
+    Runtime on a 2-core AVX2 EPYC: batches of 8 sentences in arrival order ran at 0.77 x the
+    speed of single sentences when passes mixed lengths). A pass holds as many texts as fit in
+    `max_tokens` padded tokens (always at least one).
     """
-    chunks, current = [], []
+    chunks, current, current_padded = [], [], 0
     for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        # Sorted ascending, so this text is the longest of the pass it joins.
-        if current and (len(current) + 1) * lengths[index] > max_tokens:
+        padded = -(-lengths[index] // multiple) * multiple
+        if current and (padded != current_padded or (len(current) + 1) * padded > max_tokens):
             chunks.append(current)
             current = []
+        if not current:
+            current_padded = padded
         current.append(index)
     if current:
         chunks.append(current)

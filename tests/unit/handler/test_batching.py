@@ -17,10 +17,16 @@ def test_every_text_runs_once_and_no_pass_exceeds_the_budget(lengths, max_tokens
         assert padded <= max_tokens or len(chunk) == 1
 
 
-def test_texts_of_similar_length_share_a_pass():
+def test_only_texts_that_pad_to_the_same_length_share_a_pass():
     lengths = [5, 50, 7, 48, 6, 49]
-    chunks = length_sorted_chunks(lengths, 150)
-    assert [sorted(lengths[index] for index in chunk) for chunk in chunks] == [[5, 6, 7], [48, 49, 50]]
+    chunks = length_sorted_chunks(lengths, 300)
+    # Padded to multiples of 8: 5, 6, 7 -> 8; 48 -> 48; 49, 50 -> 56.
+    assert [sorted(lengths[index] for index in chunk) for chunk in chunks] == [[5, 6, 7], [48], [49, 50]]
+
+
+def test_a_pass_of_one_padded_length_is_split_at_the_token_budget():
+    chunks = length_sorted_chunks([30] * 10, 128)
+    assert [len(chunk) for chunk in chunks] == [4, 4, 2]
 
 
 def test_sorting_raises_padding_efficiency_over_one_padded_batch():
