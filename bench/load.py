@@ -186,7 +186,7 @@ def log_lines_since(path, offset):
         return stream.read().decode("utf-8", errors="replace").splitlines()
 
 
-BATCH_FIELD = re.compile(r"\brequest_id=(\S+) texts=\d+ status=\d+ batch=(\d+)\b")
+BATCH_FIELD = re.compile(r"\brequest_id=(\S+) texts=\d+(?: tokens=\d+)? status=\d+(?: code=\S+)? batch=(\d+)\b")
 
 
 def batch_histogram(lines):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.load import WRK_TIMEOUT_S, PointRule, batch_figures, batch_histogram
+from bench.load import BATCH_FIELD, WRK_TIMEOUT_S, PointRule, batch_figures, batch_histogram
 from bench.machine import has_fast_bf16, vector_extensions
 from bench.modes import Mode, default_mode, offered_modes
 from bench.report import headline, write_markdown
@@ -283,3 +283,8 @@ def test_a_tuned_archive_carries_its_batching_settings_and_is_no_longer_the_plai
     }
     assert fingerprint != "abc"
     assert weights == b"weights"
+
+
+def test_batch_sizes_are_read_from_the_handlers_current_log_line_too():
+    line = "MODEL_LOG - request_id=abc texts=1 tokens=24 status=200 code=- batch=7"
+    assert BATCH_FIELD.search(line).groups() == ("abc", "7")
