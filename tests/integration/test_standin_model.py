@@ -1,6 +1,7 @@
 """The trained MiniLM SST-2 stand-in through real TorchServe (skips without ../shared)."""
 
 import json
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,13 @@ def torchserve(running_torchserve, standin_model_dir):
 
 
 def classify(settings, texts):
-    response = requests.post(f"{settings.inference_url}/predictions/sentiment", json={"texts": texts}, timeout=60)
+    # Several 32-text requests at once exceed one batch's token budget (max_request_tokens): the
+    # handler answers the rest 503 busy at once, and a client retries them, as this one does.
+    for _ in range(20):
+        response = requests.post(f"{settings.inference_url}/predictions/sentiment", json={"texts": texts}, timeout=60)
+        if response.status_code != 503 or response.json()["error"]["code"] != "busy":
+            break
+        time.sleep(0.2)
     response.raise_for_status()
     return [result["label"] for result in response.json()["results"]]
 
