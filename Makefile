@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+# The interpreter .venv is made with: python3.11 where the host has one (Debian 12, pyenv, deadsnakes),
+# else the host's python3 (Ubuntu 24.04: 3.12, Debian 13: 3.13). pyproject.toml's requires-python
+# says which versions work; `make install` checks it (`python -m tools.check_python`) before making the venv.
+PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU-only torch from the PyTorch CPU wheel index by default (plain PyPI would bring
@@ -28,14 +31,36 @@ help: ## List the targets
 .PHONY: install
 install: $(VENV)/.installed ## Install what the service needs: Java, nginx (apt) and the .venv with torch, handler and facade groups
 
-$(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh service
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet --group handler --group facade
+$(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh tools/check_python.py
+	@$(PYTHON) -m tools.check_python
+	bash scripts/install-system-deps.sh service $(PYTHON)
+	@$(call make_venv,$(VENV))
+	@echo "installing torch $(TORCH_VERSION) (CPU build) from $(or $(TORCH_INDEX_URL),pip's own configuration)"
+	$(BIN)/pip install --progress-bar on $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
+	@echo "installing the handler and facade groups of pyproject.toml (TorchServe, transformers, ONNX Runtime, Flask, Gunicorn)"
+	$(BIN)/pip install --progress-bar on --group handler --group facade
 	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$(TORCH_VERSION)') else 'torch ' + torch.__version__ + ' is installed, expected $(TORCH_VERSION)')"
 	touch $@
+
+# Makes the venv $(1) with $(PYTHON) unless one whose pip runs is there. A failed `python -m venv`
+# (Debian's python3 without its -venv package) leaves a python without pip: such a directory is
+# removed, never taken for a venv the next time.
+define make_venv
+if ! $(1)/bin/python -m pip --version >/dev/null 2>&1; then \
+    rm -rf $(1); \
+    echo "creating $(1) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
+    $(PYTHON) -m venv $(1) && $(1)/bin/python -m pip --version >/dev/null 2>&1 || { \
+        rm -rf $(1); \
+        echo "error: '$(PYTHON) -m venv $(1)' did not make a working venv (Debian/Ubuntu: apt install python3-venv); nothing was left behind" >&2; \
+        exit 1; \
+    }; \
+    $(1)/bin/pip install --quiet --upgrade "pip>=25.1"; \
+fi
+endef
+
+.PHONY: which-python
+which-python: ## Show the interpreter `make install` makes .venv with (set PYTHON= to choose another)
+	@echo "$(PYTHON): $$($(PYTHON) --version 2>&1)"
 
 .PHONY: install-dev
 install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: the dev group, Chromium and its driver, wrk
@@ -43,8 +68,7 @@ install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: t
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh test
 	$(BIN)/pip install --quiet --group dev
-	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/pip install --quiet --upgrade "pip>=25.1"
+	@$(call make_venv,$(VENV)/checkov)
 	$(VENV)/checkov/bin/pip install --quiet --group policy
 	touch $@
 
@@ -203,7 +227,7 @@ docker-wheels: ## Put the CPU torch wheel into wheels/ for offline image builds 
 	fi
 
 .PHONY: docker-up
-docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, HTTP_PORT=80, MODEL_DIR)
+docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, HTTP_PORT=8080, MODEL_DIR)
 	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
 	@nginx="$$($(COMPOSE) ps -q nginx)"; deadline=$$((SECONDS + $(DOCKER_WAIT_S))); \
 	until [ "$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' $$nginx 2>/dev/null)" = healthy ]; do \
@@ -214,7 +238,7 @@ docker-up: docker-bases docker-wheels ## Build and start the stack detached, wai
 	    sleep 1; \
 	done; \
 	$(COMPOSE) ps; \
-	echo "ready: http://127.0.0.1:$${HTTP_PORT:-80}/   (make docker-down to remove it)"
+	echo "ready: http://127.0.0.1:$${HTTP_PORT:-8080}/   (make docker-down to remove it)"
 
 .PHONY: docker-down
 docker-down: ## Remove the stack's containers, networks and volumes (the model store and HF cache too)
@@ -233,7 +257,7 @@ WORKERS ?=
 SWARM_ENV = $(DOCKER_ENV) STACK=$(STACK) COMPOSE="$(COMPOSE)" APP=$(APP) WORKERS=$(WORKERS)
 
 .PHONY: swarm-up
-swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a one-node swarm if none), wait until serving (HTTP_PORT=80, MODEL_DIR)
+swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a one-node swarm if none), wait until serving (HTTP_PORT=8080, MODEL_DIR)
 	$(SWARM_ENV) bash deploy/swarm/swarm.sh up
 
 .PHONY: swarm-scale

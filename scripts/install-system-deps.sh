@@ -2,18 +2,66 @@
 # Installs the system packages of one set, only where they are missing. Needs root (or sudo) on a
 # Debian/Ubuntu host.
 #
-#   scripts/install-system-deps.sh service   what the native stack needs: Java 17 for TorchServe,
-#                                            nginx, Python 3.11's venv (`make install`)
-#   scripts/install-system-deps.sh test      what the tests and load tools add: wrk, and headless
-#                                            Chromium with its WebDriver (`make install-dev`)
+#   scripts/install-system-deps.sh service PYTHON
+#       what the native stack needs (`make install`): a Java runtime of version 17 or later for
+#       TorchServe (the suite's openjdk-17 where it has one, as Debian 12 and Ubuntu 24.04 do, else
+#       openjdk-21, as on Debian 13), nginx, procps (TorchServe's frontend runs `kill` to stop a
+#       worker), and the venv module of PYTHON (Debian splits it into python3.X-venv)
+#   scripts/install-system-deps.sh test
+#       what the tests and load tools add (`make install-dev`): wrk, and headless Chromium with its
+#       WebDriver
 set -euo pipefail
 
-missing=()
+# TorchServe 0.12's frontend needs Java 17 or later.
+JAVA_MIN=17
+
+say() { echo "install-system-deps: $*"; }
+
+# The major version of the `java` on PATH (17 for "17.0.15", 1 for "1.8.0"), empty without one.
+java_major() {
+    command -v java >/dev/null 2>&1 || return 0
+    java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'
+}
+
+# Whether PYTHON can make a venv with pip in it (Debian's python3 without python3.X-venv cannot,
+# and leaves a half-made venv behind when asked to).
+python_makes_venvs() {
+    local tmp ok=1
+    tmp="$(mktemp -d)"
+    "$1" -m venv "$tmp/venv" >/dev/null 2>&1 && "$tmp/venv/bin/python" -m pip --version >/dev/null 2>&1 && ok=0
+    rm -rf "$tmp"
+    return $ok
+}
+
+# The first of the packages that the host's apt sources offer.
+first_available() {
+    local package
+    for package in "$@"; do
+        if apt-cache show "$package" >/dev/null 2>&1; then
+            echo "$package"
+            return 0
+        fi
+    done
+    return 1
+}
+
+missing=()          # packages to install
+choose_java=0       # install the suite's JRE (picked once apt's lists are fresh)
 case "${1:-}" in
     service)
-        command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+        python="${2:-}"
+        [ -n "$python" ] || { say "say which Python the venv is made with: service PYTHON" >&2; exit 2; }
+        major="$(java_major)"
+        if [ -z "$major" ] || [ "$major" -lt "$JAVA_MIN" ]; then
+            say "TorchServe needs Java $JAVA_MIN or later; found ${major:+Java $major}${major:-no java on PATH}"
+            choose_java=1
+        fi
         command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-        [ -e /usr/include/python3.11/Python.h ] || python3.11 -c 'import venv' 2>/dev/null || missing+=(python3.11-venv)
+        [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
+        if ! python_makes_venvs "$python"; then
+            version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+            missing+=("python$version-venv")
+        fi
         ;;
     test)
         # The load generator of make bench, make soak and the CI-sized soak test.
@@ -25,25 +73,43 @@ case "${1:-}" in
             if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
                 missing+=(chromium chromium-driver)
             else
-                echo "install-system-deps: no /usr/bin/chromium + /usr/bin/chromedriver; the browser test will be skipped" >&2
+                say "no /usr/bin/chromium + /usr/bin/chromedriver; the browser test will be skipped" >&2
             fi
         fi
         ;;
     *)
-        echo "install-system-deps: say which set to install: service (make install) or test (make install-dev)" >&2
+        say "say which set to install: service PYTHON (make install) or test (make install-dev)" >&2
         exit 2
         ;;
 esac
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ "$choose_java" -eq 0 ]; then
     exit 0
 fi
-echo "install-system-deps: installing ${missing[*]}"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-system-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { say "need root or sudo to install: ${missing[*]}$([ "$choose_java" -eq 1 ] && echo ' a Java runtime')" >&2; exit 1; }
     sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+say "apt-get update"
 $sudo apt-get update -qq
+if [ "$choose_java" -eq 1 ]; then
+    jre="$(first_available "openjdk-$JAVA_MIN-jre-headless" openjdk-21-jre-headless openjdk-25-jre-headless)" \
+        || { say "this host's apt sources offer no openjdk-17/21/25-jre-headless; install Java $JAVA_MIN or later yourself" >&2; exit 1; }
+    missing+=("$jre")
+    # The JRE's postinst registers its man pages there; slim images (Docker's, and the
+    # minbase of the clean-machine test) leave the directory out.
+    $sudo mkdir -p /usr/share/man/man1
+fi
+say "installing ${missing[*]} (apt; a JRE is about 200 MB)"
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "$choose_java" -eq 1 ]; then
+    major="$(java_major)"
+    if [ -z "$major" ] || [ "$major" -lt "$JAVA_MIN" ]; then
+        say "installed ${missing[*]}, but \`java\` on PATH is still ${major:+Java $major}${major:-missing}:" \
+            "choose Java $JAVA_MIN or later with: sudo update-alternatives --config java" >&2
+        exit 1
+    fi
+    say "java on PATH: Java $major"
+fi
