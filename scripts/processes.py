@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -115,13 +116,25 @@ def http_status(url, timeout_s=2.0):
         return None
 
 
-def wait_until(ready, *, timeout_s, what, log_path, process=None):
-    """Poll `ready()` until true; raise StartupError naming the log on timeout or early exit."""
-    deadline = time.monotonic() + timeout_s
+def wait_until(ready, *, timeout_s, what, log_path, process=None, progress_every_s=None):
+    """Poll `ready()` until true; raise StartupError naming the log on timeout or early exit.
+
+    With `progress_every_s`, say on stderr every so often what is still awaited, so that a model
+    that takes minutes to load is never minutes of silence.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    next_report = start + (progress_every_s or timeout_s)
     while time.monotonic() < deadline:
         if ready():
             return
         if process is not None and process.poll() is not None:
             raise StartupError(f"{what} exited with status {process.returncode}; see {log_path}")
+        if progress_every_s and time.monotonic() >= next_report:
+            elapsed = time.monotonic() - start
+            print(
+                f"waiting for {what}: {elapsed:.0f} s of at most {timeout_s:.0f} s (log: {log_path})", file=sys.stderr
+            )
+            next_report += progress_every_s
         time.sleep(0.25)
     raise StartupError(f"{what} was not ready after {timeout_s:.0f}s; see {log_path}")

@@ -4,8 +4,9 @@ Usage: python scripts/stack.py up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
 FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
-TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT (defaults:
-config.properties' addresses), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
+TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT,
+TORCHSERVE_GRPC_INFERENCE_PORT, TORCHSERVE_GRPC_MANAGEMENT_PORT (defaults: config.properties'
+addresses and ports; `up` names each one that is taken), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
 variables reach every facade; nginx's body limit is the facade's max_body_bytes.
 Each server runs as its own process group; `down` stops every process
 of every group it started (launchers, Java, workers, masters) and is safe to run twice.
@@ -31,6 +32,8 @@ from scripts.processes import StartupError, group_members, http_status, start_gr
 from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
+# How often `make up` says what it still waits for while the model loads.
+PROGRESS_EVERY_S = 5
 # nginx settings taken from the environment (the same NGINX_* variables the Docker image reads):
 # name -> (default, pattern the value must match, what it allows).
 NGINX_SETTINGS = {
@@ -213,6 +216,41 @@ def running_groups(settings):
         return {}
 
 
+def bound_ports(settings):
+    """Return [(port, setting that moves it, what listens there)] for every port the stack binds."""
+    torchserve = settings.torchserve
+    return [
+        (settings.http_port, "HTTP_PORT", "nginx"),
+        *((port, "FACADE_BASE_PORT", f"facade {port}") for port in settings.facade_ports),
+        (torchserve.inference_port, "TORCHSERVE_INFERENCE_PORT", "TorchServe inference"),
+        (torchserve.management_port, "TORCHSERVE_MANAGEMENT_PORT", "TorchServe management"),
+        (torchserve.metrics_port, "TORCHSERVE_METRICS_PORT", "TorchServe metrics"),
+        (torchserve.grpc_inference_port, "TORCHSERVE_GRPC_INFERENCE_PORT", "TorchServe gRPC inference"),
+        (torchserve.grpc_management_port, "TORCHSERVE_GRPC_MANAGEMENT_PORT", "TorchServe gRPC management"),
+    ]
+
+
+def port_taken(port):
+    """Return whether something on this machine already holds `port` on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(settings):
+    """Raise StartupError naming every port of the stack that is taken and the setting that moves it."""
+    taken = [(port, setting, what) for port, setting, what in bound_ports(settings) if port_taken(port)]
+    if taken:
+        lines = "\n".join(
+            f"  port {port} ({what}): move it with {setting}=<free port>" for port, setting, what in taken
+        )
+        raise StartupError(f"ports the stack needs are in use on 127.0.0.1:\n{lines}\nthen run `make up` again")
+
+
 def record(settings, groups):
     """Write the process groups of the stack so `down` can stop them from another process."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +261,7 @@ def up(settings):
     """Start the whole stack, wait until /readyz answers 200 through nginx; return {name: Popen}."""
     if any(group_members(pgid) for pgid in running_groups(settings).values()):
         raise StartupError(f"the stack is already running ({settings.state_file}); run `make down` first")
+    check_ports(settings)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     processes = {}
     try:
@@ -231,7 +270,9 @@ def up(settings):
             processes[f"facade-{port}"] = start_facade(settings, port)
         processes["nginx"] = nginx = start_nginx(settings)
         record(settings, {name: process.pid for name, process in processes.items()})
-        processes["torchserve"] = start_torchserve(settings.torchserve, timeout_s=settings.start_timeout_s)
+        processes["torchserve"] = start_torchserve(
+            settings.torchserve, timeout_s=settings.start_timeout_s, progress_every_s=PROGRESS_EVERY_S
+        )
         record(settings, {name: process.pid for name, process in processes.items()})
         wait_until(
             lambda: http_status(f"{settings.url}readyz") == 200,
@@ -239,6 +280,7 @@ def up(settings):
             what="the service (GET /readyz through nginx)",
             log_path=settings.log_dir,
             process=nginx,
+            progress_every_s=PROGRESS_EVERY_S,
         )
         # Ready through nginx needs one facade; "up" means every replica serves.
         for port in settings.facade_ports:

@@ -97,7 +97,7 @@ def ready_worker_count(settings, timeout_s=2.0):
     return sum(worker["status"] == "READY" for worker in description["workers"])
 
 
-def start_torchserve(settings, timeout_s=180.0):
+def start_torchserve(settings, timeout_s=180.0, progress_every_s=None):
     """Start TorchServe and wait until the model has a READY worker; return the Popen."""
     if not (settings.model_store / f"{settings.model_name}.mar").is_file():
         raise FileNotFoundError(f"{settings.model_store}/{settings.model_name}.mar is missing: run `make mar`")
@@ -110,9 +110,10 @@ def start_torchserve(settings, timeout_s=180.0):
     wait_until(
         lambda: ready_worker_count(settings) > 0,
         timeout_s=timeout_s,
-        what="TorchServe",
+        what=f"TorchServe (a READY worker of model '{settings.model_name}')",
         log_path=settings.log_path,
         process=process,
+        progress_every_s=progress_every_s,
     )
     return process
 
