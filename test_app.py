@@ -2,8 +2,8 @@
 """Client for the sentiment service: classify a few sentences and print what came back.
 
 Examples:
-  python test_app.py                                  # the seed sentences, http://localhost/
-  python test_app.py --url http://127.0.0.1:8080/ --text "What a film" --text "Dull"
+  python test_app.py                                  # the seed sentences, http://127.0.0.1:8080/
+  python test_app.py --url http://10.0.0.5:8080/ --text "What a film" --text "Dull"
   python test_app.py --file reviews.txt               # one text per line, sent in batches
   python test_app.py --json --text "What a film"      # one JSON object per text
   python test_app.py --requests 200 --concurrency 8   # a quick smoke load, with a summary
@@ -28,6 +28,9 @@ import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+# Where `make up`, Compose and Swarm publish nginx unless HTTP_PORT says otherwise.
+DEFAULT_URL = "http://127.0.0.1:8080/"
 
 SEED_TEXTS = [
     "It is worth it",
@@ -396,7 +399,7 @@ def parse_args(argv):
         description=__doc__.split("\n\n")[0],
         epilog="Exit status: 0 all classified, 1 a request failed, 2 bad arguments, 3 service unreachable.",
     )
-    parser.add_argument("--url", default=os.environ.get("SENTIMENT_URL", "http://localhost/"))
+    parser.add_argument("--url", default=os.environ.get("SENTIMENT_URL", DEFAULT_URL))
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
     parser.add_argument("--file", help="a file with one text per line, sent in batches (progress bar on a terminal)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per request with --file (max 64)")

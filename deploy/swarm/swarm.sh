@@ -11,7 +11,7 @@
 #                     leave the swarm only if `up` created it and no other stack runs on it
 #   swarm.sh status   the stack's services and tasks
 #
-# Environment: STACK (sentiment), HTTP_PORT (80), SWARM_ADVERTISE_ADDR (127.0.0.1), SWARM_WAIT_S
+# Environment: STACK (sentiment), HTTP_PORT (8080), SWARM_ADVERTISE_ADDR (127.0.0.1), SWARM_WAIT_S
 # (300), COMPOSE (the Compose command that builds the images), MODEL_STORE (where `make mar` put
 # sentiment.mar), APP, WORKERS, and the stack file's variables (MEM_LIMIT_*, APP_REPLICAS).
 set -euo pipefail
@@ -19,7 +19,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 STACK="${STACK:-sentiment}"
-HTTP_PORT="${HTTP_PORT:-80}"
+HTTP_PORT="${HTTP_PORT:-8080}"
 WAIT_S="${SWARM_WAIT_S:-300}"
 # Set on the node by `up` when it created the swarm; `down` leaves such a swarm again.
 CREATED_LABEL=sentiment.swarm-created-by-make

@@ -2,9 +2,11 @@
 
 import io
 import json
+import re
 import socket
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -295,3 +297,25 @@ def test_unreadable_file_exits_2(tmp_path, capsys):
 
     assert status == 2
     assert "cannot read" in err
+
+
+def published_ports():
+    """Return {where: the default port nginx is published on} for every way of starting the service."""
+    from scripts.stack import StackSettings
+    from tests.conftest import PROJECT_DIR
+
+    def default_in(path, pattern):
+        return int(re.search(pattern, (PROJECT_DIR / path).read_text(), re.MULTILINE).group(1))
+
+    return {
+        "make up": StackSettings.http_port,
+        "docker-compose.yml": default_in("docker-compose.yml", r"\$\{HTTP_PORT:-(\d+)\}:8080"),
+        ".env.example": default_in(".env.example", r"^HTTP_PORT=(\d+)$"),
+        "deploy/swarm/stack.yml": default_in("deploy/swarm/stack.yml", r'published: "\$\{HTTP_PORT:-(\d+)\}"'),
+        "deploy/swarm/swarm.sh": default_in("deploy/swarm/swarm.sh", r'^HTTP_PORT="\$\{HTTP_PORT:-(\d+)\}"'),
+    }
+
+
+def test_the_default_url_is_where_every_deployment_publishes_the_service():
+    port = urllib.parse.urlsplit(test_app.DEFAULT_URL).port
+    assert published_ports() == dict.fromkeys(published_ports(), port)

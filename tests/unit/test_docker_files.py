@@ -327,3 +327,22 @@ def test_every_compose_service_is_locked_down():
         for port in service.get("ports", []):
             assert port.startswith(("127.0.0.1:", "${HTTP_BIND:-127.0.0.1}:")), f"{name} publishes {port}"
     assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
+
+
+def test_compose_passes_every_nginx_tunable_on_when_set_and_keeps_the_image_default_otherwise():
+    from scripts.stack import NGINX_SETTINGS
+
+    environment = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["nginx"]["environment"]
+    # A key without a value: Compose passes the variable from the environment or .env only when it
+    # is set, so an unset one leaves the Dockerfile's ENV default in place.
+    assert {name: environment.get(name, "missing") for name in NGINX_SETTINGS} == dict.fromkeys(NGINX_SETTINGS)
+    assert set(NGINX_SETTINGS) <= set(env_defaults("nginx"))
+
+
+def test_compose_hands_a_hugging_face_token_to_the_model_job_only_when_set():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert "HF_TOKEN" in services["model"]["environment"]
+    assert services["model"]["environment"]["HF_TOKEN"] is None
+    assert all(
+        "HF_TOKEN" not in (service.get("environment") or {}) for name, service in services.items() if name != "model"
+    )

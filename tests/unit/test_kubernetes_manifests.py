@@ -16,11 +16,13 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
 
+import test_app
 from tests.conftest import PROJECT_DIR
 from tests.unit.test_docker_files import COMPOSE_FILE, dockerfile_stages, env_defaults
 
@@ -312,4 +314,5 @@ def test_the_swarm_stack_file_parses_as_docker_stack_deploy_reads_it():
         pytest.skip("this docker CLI (older than 23) has no `docker stack config`")
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert config["services"]["nginx"]["ports"][0]["published"] == 80
+    # Where the client looks by default, as every deployment publishes nginx.
+    assert config["services"]["nginx"]["ports"][0]["published"] == urllib.parse.urlsplit(test_app.DEFAULT_URL).port
