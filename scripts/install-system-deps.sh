@@ -33,11 +33,13 @@ python_makes_venvs() {
     return $ok
 }
 
-# The first of the packages that the host's apt sources offer.
+# The first of the packages that the host's apt sources offer: one with an installation candidate
+# (`apt-cache show` also knows names that other packages merely mention, such as Debian 13's
+# openjdk-17-jre-headless).
 first_available() {
     local package
     for package in "$@"; do
-        if apt-cache show "$package" >/dev/null 2>&1; then
+        if LC_ALL=C apt-cache policy "$package" 2>/dev/null | grep -qE '^ +Candidate: [^(]'; then
             echo "$package"
             return 0
         fi
