@@ -138,11 +138,6 @@ def put_file(container, path, text, mode="644"):
     subprocess.run(command, input=text, text=True, check=True, timeout=60)
 
 
-def log_tail(log, lines=60):
-    """Return the last lines of the run's log, for a failure message."""
-    return "\n".join(log.splitlines()[-lines:])
-
-
 @dataclass(frozen=True)
 class Machine:
     """A running clean container and the user whose shell runs the README's commands."""
@@ -238,10 +233,12 @@ def test_readme_quick_start_works_as_written_on_a_plain_debian_minbase(machine):
 
     steps = step_outputs(log)
     failed = [(number, step[0], step[1]) for number, step in steps.items() if step[1] != 0]
+    # The failing step's own last lines (the earlier steps' output would hide them), else the log's.
+    shown = steps[failed[0][0]][3] if failed else log.splitlines()
     assert returncode == 0 and len(steps) == len(commands) and not failed, (
         f"the README's quick start failed on a clean Debian as {machine.user} (step, command, exit status: "
         f"{failed or 'none'}; docker exec exit {returncode} after {seconds:.0f} s; full log {log_path})\n"
-        f"{log_tail(log)}"
+        + "\n".join(shown[-40:])
     )
 
     test_app_lines = next(step[3] for step in steps.values() if "test_app.py" in step[0])
