@@ -225,7 +225,7 @@ test-docker: install-dev ## Run the Docker tests only (builds the images, starts
 	$(BIN)/python -m pytest tests/docker
 
 .PHONY: test-clean-machine
-test-clean-machine: install-dev ## Run README's quick start as written in a fresh plain-Debian container (log in test-artifacts/)
+test-clean-machine: install-dev ## Run README's quick start as written in fresh plain-Debian containers, as root and as a sudo user (logs in test-artifacts/)
 	$(BIN)/python -m pytest tests/docker/test_clean_machine.py
 
 # ------------------------------------------------------------------------------------------- Swarm
