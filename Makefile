@@ -248,6 +248,10 @@ docker-down: ## Remove the stack's containers, networks and volumes (the model s
 test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)
 	$(BIN)/python -m pytest tests/docker
 
+.PHONY: test-clean-machine
+test-clean-machine: install-dev ## Run README's quick start as written in fresh plain-Debian containers, as root and as a sudo user (logs in test-artifacts/)
+	$(BIN)/python -m pytest tests/docker/test_clean_machine.py
+
 # ------------------------------------------------------------------------------------------- Swarm
 # deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in
 # deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`.
