@@ -37,9 +37,12 @@ python_makes_venvs() {
 # (`apt-cache show` also knows names that other packages merely mention, such as Debian 13's
 # openjdk-17-jre-headless).
 first_available() {
-    local package
+    local package policy
     for package in "$@"; do
-        if LC_ALL=C apt-cache policy "$package" 2>/dev/null | grep -qE '^ +Candidate: [^(]'; then
+        # Read whole before matching: `grep -q` stops reading early, and under pipefail the
+        # SIGPIPE that apt-cache then gets would read as "not available".
+        policy="$(LC_ALL=C apt-cache policy "$package" 2>/dev/null)"
+        if grep -qE '^ +Candidate: [^(]' <<<"$policy"; then
             echo "$package"
             return 0
         fi
@@ -104,8 +107,15 @@ if [ "$choose_java" -eq 1 ]; then
     # minbase of the clean-machine test) leave the directory out.
     $sudo mkdir -p /usr/share/man/man1
 fi
-say "installing ${missing[*]} (apt; a JRE is about 200 MB)"
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+say "installing ${missing[*]} (apt)"
+apt_log="$(mktemp)"
+if ! $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1; then
+    tail -n 30 "$apt_log" >&2
+    rm -f "$apt_log"
+    say "apt-get install ${missing[*]} failed (its last lines above)" >&2
+    exit 1
+fi
+rm -f "$apt_log"
 if [ "$choose_java" -eq 1 ]; then
     major="$(java_major)"
     if [ -z "$major" ] || [ "$major" -lt "$JAVA_MIN" ]; then
