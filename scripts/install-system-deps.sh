@@ -52,6 +52,7 @@ first_available() {
 
 missing=()          # packages to install
 choose_java=0       # install the suite's JRE (picked once apt's lists are fresh)
+choose_nginx=0      # install nginx (likewise: nginx-light where the suite still has it)
 case "${1:-}" in
     service)
         python="${2:-}"
@@ -61,7 +62,7 @@ case "${1:-}" in
             say "TorchServe needs Java $JAVA_MIN or later; found ${major:+Java $major}${major:-no java on PATH}"
             choose_java=1
         fi
-        command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+        command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || choose_nginx=1
         [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
         if ! python_makes_venvs "$python"; then
             version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -88,17 +89,23 @@ case "${1:-}" in
         ;;
 esac
 
-if [ ${#missing[@]} -eq 0 ] && [ "$choose_java" -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ "$choose_java" -eq 0 ] && [ "$choose_nginx" -eq 0 ]; then
     exit 0
 fi
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { say "need root or sudo to install: ${missing[*]}$([ "$choose_java" -eq 1 ] && echo ' a Java runtime')" >&2; exit 1; }
+    command -v sudo >/dev/null 2>&1 || { say "need root or sudo to install: ${missing[*]}$([ "$choose_java" -eq 1 ] && echo ' a Java runtime')$([ "$choose_nginx" -eq 1 ] && echo ' nginx')" >&2; exit 1; }
     sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
 say "apt-get update"
 $sudo apt-get update -qq
+if [ "$choose_nginx" -eq 1 ]; then
+    # Debian 12 and 13 have nginx-light (the smallest build); a suite without it gets nginx.
+    nginx="$(first_available nginx-light nginx)" \
+        || { say "this host's apt sources offer no nginx package; install nginx yourself" >&2; exit 1; }
+    missing+=("$nginx")
+fi
 if [ "$choose_java" -eq 1 ]; then
     jre="$(first_available "openjdk-$JAVA_MIN-jre-headless" openjdk-21-jre-headless openjdk-25-jre-headless)" \
         || { say "this host's apt sources offer no openjdk-17/21/25-jre-headless; install Java $JAVA_MIN or later yourself" >&2; exit 1; }
