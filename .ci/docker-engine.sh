@@ -3,7 +3,8 @@
 # project's air-gapped CI runs on such hosts (`make docker-engine`). A host whose Docker runs
 # under systemd (or Docker Desktop) needs none of it.
 #
-#   .ci/docker-engine.sh [ensure]   install docker.io & co. if dockerd is missing, start dockerd
+#   .ci/docker-engine.sh [ensure]   install docker.io & co. if dockerd is missing, the Compose v2
+#                                   plugin if `docker compose` is missing, start dockerd
 #                                   in the background if `docker info` does not answer, wait
 #                                   until it is ready, print the docker/compose versions in use
 #   .ci/docker-engine.sh stop       stop the dockerd that THIS script started (pid file); a
@@ -86,6 +87,38 @@ install_packages() {
     log "packages installed in $((SECONDS - t0)) s"
 }
 
+# Compose v2 (`docker compose`), what Docker's own packages and Docker Desktop bring, is the
+# Compose the project documents first. Debian 12 packages only Compose 1.29 (`docker-compose`), so
+# on such a host the v2 plugin comes from the next Debian suite's docker-compose package (a static
+# binary): only the plugin is unpacked, into /usr/local/lib/docker/cli-plugins, and Debian's 1.29
+# stays `docker-compose`.
+COMPOSE_V2_SUITE="${SENTIMENT_COMPOSE_V2_SUITE:-trixie}"
+COMPOSE_PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+
+install_compose_v2() {
+    docker compose version >/dev/null 2>&1 && return 0
+    need_root "installing the Compose v2 plugin"
+    local mirror work t0=$SECONDS
+    # The host's own Debian mirror, as apt knows it.
+    mirror="$(apt-get indextargets --format '$(REPO_URI)' 'Created-By: Packages' 2>/dev/null \
+        | grep -m1 -E '/debian/?$' || true)"
+    [ -n "$mirror" ] || die "no Debian mirror in this host's apt sources to fetch Compose v2 from"
+    work="$(mktemp -d)"
+    mkdir -p "$work/lists/partial" "$work/archives/partial"
+    echo "deb $mirror $COMPOSE_V2_SUITE main" >"$work/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache::Archives=$work/archives" -o Debug::NoLocking=1)
+    log "installing the Compose v2 plugin from Debian $COMPOSE_V2_SUITE's docker-compose package ($mirror)"
+    apt-get "${apt_opts[@]}" update -qq \
+        && (cd "$work" && apt-get "${apt_opts[@]}" download -qq docker-compose 2>/dev/null) \
+        || { rm -rf "$work"; die "could not download docker-compose from $mirror $COMPOSE_V2_SUITE"; }
+    dpkg -x "$work"/docker-compose_*.deb "$work/root"
+    install -D -m 0755 "$work/root/usr/libexec/docker/cli-plugins/docker-compose" "$COMPOSE_PLUGIN_DIR/docker-compose"
+    rm -rf "$work"
+    docker compose version >/dev/null 2>&1 || die "the Compose v2 plugin in $COMPOSE_PLUGIN_DIR does not run"
+    log "Compose $(docker compose version --short) installed in $((SECONDS - t0)) s"
+}
+
 start_dockerd() {
     need_root "starting dockerd"
     mkdir -p "$RUN_DIR"
@@ -132,13 +165,11 @@ print_versions() {
         log "  (Debian's own client is /usr/bin/docker, version $(/usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null || echo '?'))"
     fi
     log "docker engine: $server_ver (API $api)"
-    if compose="$(command -v docker-compose)"; then
-        log "compose in use: $compose ($(docker-compose version --short 2>/dev/null || echo '?')); it builds by calling '$client' (legacy builder)"
-    else
-        log "compose: docker-compose not found"
-    fi
     if docker compose version >/dev/null 2>&1; then
-        log "  'docker compose' v2 plugin is also available: $(docker compose version --short 2>/dev/null)"
+        log "compose in use: 'docker compose' $(docker compose version --short 2>/dev/null) (v2 plugin; builds with BuildKit)"
+    fi
+    if compose="$(command -v docker-compose)"; then
+        log "  also: $compose $(docker-compose version --short 2>/dev/null || echo '?') (Compose 1.29; builds with the legacy builder)"
     fi
     if docker buildx version >/dev/null 2>&1; then
         log "  buildx available: $(docker buildx version 2>/dev/null | head -n1)"
@@ -149,6 +180,7 @@ print_versions() {
 
 cmd_ensure() {
     install_packages
+    install_compose_v2
     if engine_answers; then
         local pid
         if pid="$(our_pid)"; then
