@@ -73,7 +73,7 @@ ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
 # Only the facade's dependencies (Flask, Gunicorn, requests, prometheus-client; the facade never
 # imports torch), exactly as facade/requirements.lock pins them: every file is checked against its
 # sha256 (--require-hashes), nothing unlisted is pulled in (--no-deps), and `pip check` proves the
-# set complete. The lock comes from pyproject.toml's `facade` group (scripts/lock.py, `make lock`).
+# set complete. The lock comes from pyproject.toml's `facade` group (devtools/lock.py, `make lock`).
 FROM ${PYTHON_IMAGE} AS facade-build
 
 ENV PIP_NO_CACHE_DIR=1 \

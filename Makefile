@@ -28,8 +28,8 @@ help: ## List the targets
 .PHONY: install
 install: $(VENV)/.installed ## Install what the service needs: Java, nginx (apt) and the .venv with torch, handler and facade groups
 
-$(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh service
+$(VENV)/.installed: pyproject.toml devtools/install-system-deps.sh
+	bash devtools/install-system-deps.sh service
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
@@ -40,8 +40,8 @@ $(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
 .PHONY: install-dev
 install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: the dev group, Chromium and its driver, wrk
 
-$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh test
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml devtools/install-system-deps.sh
+	bash devtools/install-system-deps.sh test
 	$(BIN)/pip install --quiet --group dev
 	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install --quiet --upgrade "pip>=25.1"
@@ -81,7 +81,7 @@ smoke: install ## Quick smoke load against the running stack: 200 requests, 8 at
 
 .PHONY: lock
 lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml for linux/amd64 + arm64 (uv)
-	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python scripts/lock.py
+	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python -m devtools.lock
 
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)

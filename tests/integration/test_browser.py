@@ -1,7 +1,7 @@
 """The page, in headless Chromium from Debian's packages, against the whole stack through nginx.
 
 Selenium drives /usr/bin/chromium through /usr/bin/chromedriver (both from apt: `chromium`,
-`chromium-driver`; scripts/install-system-deps.sh installs them). Selenium Manager is never
+`chromium-driver`; devtools/install-system-deps.sh installs them). Selenium Manager is never
 asked for anything, so nothing is downloaded. Screenshots go to test-artifacts/ at the repo root.
 """
 
@@ -39,7 +39,7 @@ def webdriver():
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(
             f"needs Debian's {CHROMIUM} and {CHROMEDRIVER}: "
-            "apt-get install chromium chromium-driver (scripts/install-system-deps.sh does it)"
+            "apt-get install chromium chromium-driver (devtools/install-system-deps.sh does it)"
         )
     selenium = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev dependency group)")
     # Belt and braces: with a driver path given Selenium skips its manager; offline it could not fetch either.

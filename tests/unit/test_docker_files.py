@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from facade.settings import Settings
-from scripts.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
+from devtools.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
 from scripts.stack import size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import STANDIN_BASES
