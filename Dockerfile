@@ -45,7 +45,7 @@ COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 # The entrypoint substitutes every NGINX_* variable into the template (and nothing else), and
 # refuses to start when a placeholder of the template has no value: each ${NGINX_X} placeholder
 # needs its default here (tests/unit/test_docker_files.py checks that). The tunables are the ones
-# the native launcher reads (scripts/stack.py), with the same defaults.
+# the native launcher reads (stack/launcher.py), with the same defaults.
 ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \

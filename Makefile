@@ -90,19 +90,19 @@ mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MOD
 .PHONY: up
 up: install ## Start TorchServe, REPLICAS facades and nginx on 127.0.0.1 (builds the .mar first; MODEL_DIR honoured)
 	$(BIN)/python tools/build_mar.py
-	$(BIN)/python scripts/stack.py up
+	$(BIN)/python -m stack up
 
 .PHONY: down
 down: ## Stop every process `make up` started (safe to run twice)
-	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/stack.py down; else echo "nothing was running"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m stack down; else echo "nothing was running"; fi
 
 .PHONY: status
 status: ## Show the process groups of the native stack
-	$(BIN)/python scripts/stack.py status
+	$(BIN)/python -m stack status
 
 .PHONY: logs
 logs: ## Show where the native stack logs, with the last lines of each log
-	$(BIN)/python scripts/stack.py logs
+	$(BIN)/python -m stack logs
 
 .PHONY: bench
 bench: install-dev ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)

@@ -262,8 +262,8 @@ def main(argv=None):
         figures = abuse(args.url, args.duration, args.heavy_clients)
     else:
         from bench.soak import model_store_for, soak_settings
-        from scripts.processes import StartupError
-        from scripts.stack import down, running_groups, up
+        from stack.launcher import down, running_groups, up
+        from stack.processes import StartupError
 
         (PROJECT_DIR / "run").mkdir(exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix="abuse-", dir=PROJECT_DIR / "run"))

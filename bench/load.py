@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.processes import process_table
+from stack.processes import process_table
 
 POST_SCRIPT = Path(__file__).resolve().parent / "post.lua"
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"

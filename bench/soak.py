@@ -45,9 +45,9 @@ sys.path.insert(1, str(PROJECT_DIR / "tools"))
 
 from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
 from bench.timing_model import build_timing_model  # noqa: E402
-from scripts.processes import StartupError  # noqa: E402
-from scripts.stack import StackSettings, down, running_groups, up  # noqa: E402
-from scripts.torchserve import TorchServeSettings  # noqa: E402
+from stack.launcher import StackSettings, down, running_groups, up  # noqa: E402
+from stack.processes import StartupError  # noqa: E402
+from stack.torchserve import TorchServeSettings  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 STANDIN_DIR = SHARED_DIR / "models" / "minilm-sst2"

@@ -33,7 +33,7 @@ from bench.run import (
     with_model_config,
 )
 from bench.timing_model import build_timing_model
-from scripts.stack import down, up
+from stack.launcher import down, up
 
 TUNE_CONCURRENCIES = (8, 32, 64)
 TUNE_RULE = PointRule(floor_s=15, p50_factor=20, cap_s=90, warmup_s=5)

@@ -6,9 +6,9 @@ import subprocess
 import pytest
 
 from build_mar import BuildSettings, build
-from scripts.processes import group_members, http_status
-from scripts.stack import StackSettings, down, running_groups, up
-from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
+from stack.launcher import StackSettings, down, running_groups, up
+from stack.processes import group_members, http_status
+from stack.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, start_group, stop_group, wait_until
+from stack.processes import group_members, http_status, start_group, stop_group, wait_until
 from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

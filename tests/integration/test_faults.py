@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import down, running_groups, start_facade, up
-from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
+from stack.launcher import down, running_groups, start_facade, up
+from stack.processes import group_members, http_status, stop_group, wait_until
+from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.integration.conftest import build_archive, stack_settings, stop_stack
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from scripts.processes import group_members, http_status, wait_until
-from scripts.stack import start_nginx, stop_nginx
+from stack.launcher import start_nginx, stop_nginx
+from stack.processes import group_members, http_status, wait_until
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration

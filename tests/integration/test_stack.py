@@ -8,9 +8,9 @@ import sys
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import running_groups, start_facade, up
-from scripts.torchserve import start_torchserve, stop_torchserve
+from stack.launcher import running_groups, start_facade, up
+from stack.processes import group_members, http_status, stop_group, wait_until
+from stack.torchserve import start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
 from tests.integration.conftest import build_archive, run_make, stack_settings, stop_stack
 

@@ -10,8 +10,8 @@ import pytest
 import requests
 from transformers import pipeline
 
-from scripts.processes import group_members
-from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
+from stack.processes import group_members
+from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.integration.conftest import build_archive, run_make, torchserve_settings
 
 pytestmark = pytest.mark.integration

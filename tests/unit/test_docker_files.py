@@ -25,9 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from facade.settings import Settings
 from devtools.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
-from scripts.stack import size_label
+from facade.settings import Settings
+from stack.launcher import size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import STANDIN_BASES
 
@@ -141,7 +141,7 @@ def test_every_nginx_placeholder_has_a_default_in_the_dockerfile():
     missing = placeholders - set(env_defaults("nginx"))
     assert not missing, (
         f"nginx/nginx.conf.template uses {sorted(missing)}, but the Dockerfile's nginx stage has no "
-        "ENV default for them: add `NAME=default` to its ENV (the native default is in scripts/stack.py)"
+        "ENV default for them: add `NAME=default` to its ENV (the native default is in stack/launcher.py)"
     )
 
 

@@ -1,7 +1,7 @@
 """config.properties is the one home of TorchServe's ports and model name; the rest read it."""
 
 from scale_workers import default_management_url, default_model_name
-from scripts.stack import StackSettings
+from stack.launcher import StackSettings
 from torchserve_config import CONFIG_FILE, local_url, model_name, properties
 
 

@@ -8,7 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.processes import start_group, stop_group, wait_until
+from stack.processes import start_group, stop_group, wait_until
 from tools import torchserve_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

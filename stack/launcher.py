@@ -1,6 +1,6 @@
 """Native launcher: TorchServe, REPLICAS Gunicorn facades and nginx on 127.0.0.1.
 
-Usage: python scripts/stack.py up|down|status|logs
+Usage: python -m stack up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
 FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
@@ -22,13 +22,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from facade.settings import Settings as FacadeSettings
 from facade.settings import SettingsError
-from scripts.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
-from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
+from stack.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
+from stack.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
 # nginx settings taken from the environment (the same NGINX_* variables the Docker image reads):
