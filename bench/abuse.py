@@ -295,7 +295,7 @@ def standin_or_tiny(work_dir):
     standin = PROJECT_DIR.parent / "shared" / "models" / "minilm-sst2"
     if (standin / "config.json").is_file():
         return standin
-    from tests.support.tiny_model import build_tiny_model
+    from stack.tiny_model import build_tiny_model
 
     return build_tiny_model(work_dir / "tiny-model")
 

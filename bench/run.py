@@ -39,10 +39,10 @@ from bench.load import DEV_TSV, PointRule, labelled_sentences, measure, write_bo
 from bench.machine import has_fast_bf16, machine_info  # noqa: E402
 from bench.modes import Mode, default_mode, handler_runtimes, offered_modes  # noqa: E402
 from bench.report import headline, write_markdown, write_plot  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
 from build_mar import BuildSettings, build  # noqa: E402
 from stack.launcher import StackSettings, down, running_groups, start_nginx, up  # noqa: E402
 from stack.processes import http_status, start_group, stop_group, wait_until  # noqa: E402
+from stack.timing_model import build_timing_model  # noqa: E402
 from stack.torchserve import TorchServeSettings, start_torchserve, stop_torchserve  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"

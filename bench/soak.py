@@ -19,7 +19,7 @@ a table, the latency percentiles and the answers by status, then checks:
 Exit status: 0 all checks passed, 1 a check failed, 2 the stack could not be started.
 
 What it serves: --mar (an archive), else --model-dir (or MODEL_DIR), else a DistilBERT-sized
-random model (bench/timing_model.py: it costs what DistilBERT SST-2 costs) built with the
+random model (stack/timing_model.py: it costs what DistilBERT SST-2 costs) built with the
 stand-in's vocabulary from ../shared, else a tiny random model built on the spot (plumbing
 only: its latencies say nothing about a real model).
 
@@ -44,9 +44,9 @@ if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project import
 sys.path.insert(1, str(PROJECT_DIR / "tools"))
 
 from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
 from stack.launcher import StackSettings, down, running_groups, up  # noqa: E402
 from stack.processes import StartupError  # noqa: E402
+from stack.timing_model import build_timing_model  # noqa: E402
 from stack.torchserve import TorchServeSettings  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
@@ -133,7 +133,7 @@ def model_store_for(args, work_dir):
     if model_dir is None and (STANDIN_DIR / "vocab.txt").is_file():
         model_dir = build_timing_model(STANDIN_DIR, TIMING_MODEL_DIR)
     if model_dir is None:
-        from tests.support.tiny_model import build_tiny_model
+        from stack.tiny_model import build_tiny_model
 
         model_dir = build_tiny_model(work_dir / "tiny-model")
     from build_mar import BuildError, BuildSettings, build

@@ -28,8 +28,8 @@ sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tools")]
 
 from bench.load import labelled_sentences  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
 from onnx_export import INPUT_NAMES, export_onnx, quantized  # noqa: E402
+from stack.timing_model import build_timing_model  # noqa: E402
 
 SHARED_DIR = PROJECT_DIR.parent / "shared"
 TEST_MODEL_DIR = SHARED_DIR / "models" / "minilm-sst2"

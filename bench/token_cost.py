@@ -2,7 +2,7 @@
 
 Usage: python bench/token_cost.py [--threads 2] [--repeats 3]
 
-Builds (once) the DistilBERT-sized timing model (bench/timing_model.py) and times one forward
+Builds (once) the DistilBERT-sized timing model (stack/timing_model.py) and times one forward
 pass over batches of 2048 tokens in several shapes, from 64 texts of 32 tokens to 4 texts of 512,
 and one of 1024 tokens at 512 per text; prints the best of --repeats per shape (the least
 disturbed by other load on the machine), in s and ms per token, with the CPU it ran on.
@@ -18,7 +18,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
-from bench.timing_model import build_timing_model  # noqa: E402
+from stack.timing_model import build_timing_model  # noqa: E402
 
 SHAPES = [(64, 32), (16, 128), (4, 512), (2, 512)]
 

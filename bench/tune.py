@@ -32,8 +32,8 @@ from bench.run import (
     stack_settings,
     with_model_config,
 )
-from bench.timing_model import build_timing_model
 from stack.launcher import down, up
+from stack.timing_model import build_timing_model
 
 TUNE_CONCURRENCIES = (8, 32, 64)
 TUNE_RULE = PointRule(floor_s=15, p50_factor=20, cap_s=90, warmup_s=5)

@@ -13,7 +13,7 @@ SST2_DEV = SHARED_DIR / "data" / "sst2" / "dev.tsv"
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random DistilBERT classifier saved as a Hugging Face model dir."""
-    from tests.support.tiny_model import build_tiny_model
+    from stack.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-distilbert"))
 
