@@ -204,9 +204,12 @@ COPY tools/ /opt/sentiment/tools/
 # ~200 MB RSS. On an OutOfMemoryError it exits rather than limping on, TorchServe's launcher and
 # tini with it, and Compose's `restart: unless-stopped` starts the container again. (TorchServe's
 # own `vmargs` key lives in config.properties, which the native stack shares.)
+# PYTHONPATH: the tools run as `python -m tools.<name>` (health check, model store, scaling) from
+# any working directory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/opt/sentiment \
     TS_INFERENCE_ADDRESS=http://0.0.0.0:8090 \
     TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8091 \
     TS_METRICS_ADDRESS=http://0.0.0.0:8092 \
@@ -226,7 +229,7 @@ USER 10001:10001
 EXPOSE 8090 8091 8092
 # Healthy = the model has a READY worker (loading it takes a while on a cold start).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python", "/opt/sentiment/tools/healthcheck.py"]
+    CMD ["python", "-m", "tools.healthcheck"]
 # tini -g: PID 1 forwards SIGTERM to the whole process group (TorchServe's Python launcher, which
 # does not forward signals itself, the Java frontend and its Python workers) and reaps zombies.
 # -e 143: a stop by SIGTERM is a clean exit (status 0), not an error.

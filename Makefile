@@ -85,11 +85,11 @@ lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml
 
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
-	$(BIN)/python tools/build_mar.py
+	$(BIN)/python -m tools.build_mar
 
 .PHONY: up
 up: install ## Start TorchServe, REPLICAS facades and nginx on 127.0.0.1 (builds the .mar first; MODEL_DIR honoured)
-	$(BIN)/python tools/build_mar.py
+	$(BIN)/python -m tools.build_mar
 	$(BIN)/python -m stack up
 
 .PHONY: down
@@ -138,7 +138,7 @@ fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMP
 
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
-	$(BIN)/python tools/scale_workers.py $(N)
+	$(BIN)/python -m tools.scale_workers $(N)
 
 # ------------------------------------------------------------------------------------------ Docker
 # `docker compose` (v2 plugin) when the client has it, else docker-compose (1.29, Debian's package).

@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from torchserve_config import local_url, model_name, properties
+from tools.torchserve_config import local_url, model_name, properties
 
 
 class ScaleError(RuntimeError):

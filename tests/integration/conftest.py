@@ -5,11 +5,11 @@ import subprocess
 
 import pytest
 
-from build_mar import BuildSettings, build
 from stack.launcher import StackSettings, down, running_groups, up
 from stack.processes import group_members, http_status
 from stack.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
+from tools.build_mar import BuildSettings, build
 
 
 def free_port():
