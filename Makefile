@@ -107,30 +107,30 @@ logs: ## Show where the native stack logs, with the last lines of each log
 .PHONY: bench
 bench: install-dev ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)
 	$(BIN)/pip install --quiet --group bench
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 .PHONY: bench-tune
 bench-tune: install-dev ## Sweep batchSize, maxBatchDelay, workers x threads at concurrency 8/32/64 (QUICK=1: < 10 min)
 	$(BIN)/pip install --quiet --group bench
-	$(BIN)/python bench/run.py --tune $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run --tune $(if $(QUICK),--quick,)
 
 .PHONY: bench-int8
 bench-int8: install-dev ## Static int8 ONNX experiment: SST-2 dev accuracy and speed of fp32, dynamic and static int8
-	$(BIN)/python bench/static_int8.py
+	$(BIN)/python -m bench.static_int8
 
 DURATION ?= 300
 EXAMPLES ?= 2000
 
 .PHONY: soak
 soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
-	$(BIN)/python bench/soak.py --duration $(DURATION)
+	$(BIN)/python -m bench.soak --duration $(DURATION)
 
 ABUSE_DURATION ?= 60
 URL ?=
 
 .PHONY: abuse
 abuse: install-dev ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
-	$(BIN)/python bench/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
+	$(BIN)/python -m bench.abuse --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
 
 .PHONY: fuzz
 fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed

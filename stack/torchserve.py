@@ -37,6 +37,11 @@ class TorchServeSettings:
         return f"http://127.0.0.1:{self.inference_port}"
 
     @property
+    def predictions_url(self):
+        """Return the URL that classifies with the served model (POST)."""
+        return f"{self.inference_url}/predictions/{self.model_name}"
+
+    @property
     def management_url(self):
         """Return the base URL of the management API."""
         return f"http://127.0.0.1:{self.management_port}"

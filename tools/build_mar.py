@@ -30,9 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
 from tools.packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from tools.torchserve_config import model_name, properties
+
+from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
 
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (

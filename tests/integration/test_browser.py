@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
+from tests.conftest import PROJECT_DIR, TEST_MODEL_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def check_result(result, stack, serving_model_dir):
     assert facade_of(result["page_container_id"], stack) is not None
     assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", result["request_id"])
     assert not result["error_shown"]
-    if serving_model_dir == STANDIN_MODEL_DIR:
+    if serving_model_dir == TEST_MODEL_DIR:
         assert result["label"] == "POSITIVE"
 
 

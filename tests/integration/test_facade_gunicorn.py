@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from stack.private import free_port
 from stack.processes import group_members, http_status, start_group, stop_group, wait_until
-from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNLOGGED_TEXT = "do-not-log-this-sentence"

@@ -19,9 +19,10 @@ import pytest
 import requests
 
 from stack.launcher import down, running_groups, start_facade, up
+from stack.private import build_archive, private_stack
 from stack.processes import group_members, http_status, stop_group, wait_until
 from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.integration.conftest import build_archive, stack_settings, stop_stack
+from tests.integration.conftest import stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +191,8 @@ STARTED = []
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
     """A whole stack serving the real model, for the tests that kill or stop its servers."""
-    settings = stack_settings(tmp_path_factory.mktemp("faults"))
-    build_archive(serving_model_dir, settings.torchserve)
+    settings = private_stack(tmp_path_factory.mktemp("faults"))
+    build_archive(serving_model_dir, settings.torchserve.model_store)
     STARTED.extend(up(settings).values())
     yield settings
     stop_stack(settings, STARTED)
@@ -207,7 +208,7 @@ def slow_archive(tmp_path_factory):
 
 def start_slow_stack(tmp_path, slow_archive, **environ):
     """Start a stack on the slow handler, with extra environment for its servers."""
-    settings = stack_settings(tmp_path)
+    settings = private_stack(tmp_path)
     settings.torchserve.model_store.mkdir(parents=True)
     (settings.torchserve.model_store / "sentiment.mar").symlink_to(slow_archive / "sentiment.mar")
     with pytest.MonkeyPatch.context() as patch:

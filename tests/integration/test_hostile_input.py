@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from stack.launcher import start_nginx, stop_nginx
+from stack.private import free_port
 from stack.processes import group_members, http_status, wait_until
-from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

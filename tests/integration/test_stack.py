@@ -9,10 +9,11 @@ import pytest
 import requests
 
 from stack.launcher import running_groups, start_facade, up
+from stack.private import build_archive, private_stack
 from stack.processes import group_members, http_status, stop_group, wait_until
 from stack.torchserve import start_torchserve, stop_torchserve
-from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
-from tests.integration.conftest import build_archive, run_make, stack_settings, stop_stack
+from tests.conftest import PROJECT_DIR, TEST_MODEL_DIR
+from tests.integration.conftest import run_make, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +24,8 @@ STARTED = []
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
-    settings = stack_settings(tmp_path_factory.mktemp("stack"))
-    build_archive(serving_model_dir, settings.torchserve)
+    settings = private_stack(tmp_path_factory.mktemp("stack"))
+    build_archive(serving_model_dir, settings.torchserve.model_store)
     STARTED.extend(up(settings).values())
     yield settings
     stop_stack(settings, STARTED)
@@ -132,8 +133,8 @@ def test_health_readiness_and_openapi_are_served(stack):
 
 
 def test_seed_sentences_get_the_right_labels(stack, serving_model_dir):
-    if serving_model_dir != STANDIN_MODEL_DIR:
-        pytest.skip(f"needs the trained stand-in model at {STANDIN_MODEL_DIR}")
+    if serving_model_dir != TEST_MODEL_DIR:
+        pytest.skip(f"needs the trained stand-in model at {TEST_MODEL_DIR}")
     assert post(stack, {"text": "It is worth it"}).json()["label"] == "POSITIVE"
     assert post(stack, {"text": "It is a waste of time and money"}).json()["label"] == "NEGATIVE"
 
@@ -193,7 +194,7 @@ def test_a_killed_facade_is_routed_around(stack):
 
 
 def test_make_up_then_make_down_leaves_no_process(tmp_path, tiny_model_dir):
-    settings = stack_settings(tmp_path)
+    settings = private_stack(tmp_path)
     env = {
         **os.environ,
         "MODEL_DIR": str(tiny_model_dir),

@@ -262,7 +262,7 @@ def test_a_tuned_archive_carries_its_batching_settings_and_is_no_longer_the_plai
     import json
     import zipfile
 
-    from bench.run import with_model_config
+    from bench.serving import with_model_config
 
     mar = tmp_path / "sentiment.mar"
     with zipfile.ZipFile(mar, "w") as archive:
