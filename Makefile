@@ -49,9 +49,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml devtools/install-syste
 	touch $@
 
 .PHONY: lint
-lint: install-dev ## Check style with ruff
+lint: install-dev ## Check style with ruff, and the import layers with import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: install-dev ## Reformat the code with ruff
