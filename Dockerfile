@@ -110,7 +110,7 @@ USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=2).status != 200)"]
-CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
+CMD ["python", "-m", "gunicorn", "-c", "facade/gunicorn.conf.py"]
 
 # ------------------------------------------------------------------------------ torchserve build
 # CPU-only torch, then the handler's dependencies exactly as tools/requirements.lock pins them

@@ -125,9 +125,8 @@ def facade_env(settings, port, base_env=os.environ):
 
 def start_facade(settings, port):
     """Start one Gunicorn facade on `port`; return the Popen (not yet waited for)."""
-    gunicorn = Path(sys.executable).parent / "gunicorn"
     return start_group(
-        [str(gunicorn), "-c", str(PROJECT_DIR / "facade" / "gunicorn.conf.py")],
+        [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "facade" / "gunicorn.conf.py")],
         env=facade_env(settings, port),
         log_path=settings.log_dir / f"facade-{port}.log",
         cwd=PROJECT_DIR,
