@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Gunicorn loads this file by path, before it puts `chdir` on sys.path: `python -m gunicorn` from
+# Gunicorn loads this file by path, before it makes `chdir` importable: `python -m gunicorn` from
 # the repo root is what makes `import facade` work here.
 from facade.settings import Settings, SettingsError
 

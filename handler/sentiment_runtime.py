@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoConfig
 
+from sentiment_requests import PAD_MULTIPLE
+
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
@@ -139,7 +141,7 @@ def softmax(logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def warmup_shapes(max_length, max_batch_tokens, multiple=8):
+def warmup_shapes(max_length, max_batch_tokens, multiple=PAD_MULTIPLE):
     """Return the (texts, padded length) passes to run before READY, most valuable first.
 
     First the largest pass the handler can make (the longest texts, as many as fit in

@@ -33,7 +33,7 @@ import yaml
 from tools.packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from tools.torchserve_config import model_name, properties
 
-from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
+from sentiment_config import PRECISIONS, RUNTIMES, HandlerOptions, runtime_precision_problem
 
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (
@@ -159,7 +159,7 @@ def model_config_text(settings):
 def serving_mode(config):
     """Return (runtime, precision) of a parsed model-config.yaml, defaults filled in."""
     section = config.get("handler") or {}
-    return section.get("runtime", "onnx"), section.get("precision", "fp32")
+    return section.get("runtime", HandlerOptions.runtime), section.get("precision", HandlerOptions.precision)
 
 
 def archived_files(files, runtime):

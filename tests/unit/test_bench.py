@@ -11,6 +11,8 @@ from bench.modes import Mode, default_mode, offered_modes
 from bench.report import headline, write_markdown
 from bench.tune import Batching, one_at_a_time, parse_layout
 
+from sentiment_config import handler_options
+
 MODEL_CONFIG = Path(__file__).resolve().parents[2] / "handler" / "model-config.yaml"
 EPYC_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -114,6 +116,13 @@ def test_mode_parses_runtime_and_precision():
     assert Mode.parse("onnx-int8") == Mode("onnx", "int8")
     with pytest.raises(ValueError, match="runtime-precision"):
         Mode.parse("int8")
+
+
+def test_a_model_config_without_a_handler_section_is_measured_in_the_handlers_default_mode(tmp_path):
+    config = tmp_path / "model-config.yaml"
+    config.write_text("minWorkers: 1\n")
+    options = handler_options({}, environ={}, cores=1)
+    assert default_mode(config) == Mode(options.runtime, options.precision)
 
 
 def test_default_mode_is_read_from_the_model_config(tmp_path):
