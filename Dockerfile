@@ -51,6 +51,7 @@ ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ACCESS_LOG=/dev/stdout \
     NGINX_MAX_BODY_SIZE=1048576 \
     NGINX_MAX_BODY_LABEL="1 MiB" \
+    NGINX_PROXY_READ_TIMEOUT=30s \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
     NGINX_LISTEN=8080 \
     NGINX_CLIENT_TIMEOUT=10s \

@@ -6,12 +6,14 @@ Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
 FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
 TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT (defaults:
 config.properties' addresses), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
-variables reach every facade; nginx's body limit is the facade's max_body_bytes.
+variables reach every facade; nginx's body limit is the facade's max_body_bytes, and its wait for a
+facade's answer follows the facade's read timeout.
 Each server runs as its own process group; `down` stops every process
 of every group it started (launchers, Java, workers, masters) and is safe to run twice.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -118,6 +120,7 @@ def facade_env(settings, port, base_env=os.environ):
         "FACADE_PORT": str(port),
         "FACADE_TORCHSERVE_URL": settings.torchserve.inference_url,
         "FACADE_TORCHSERVE_MANAGEMENT_URL": settings.torchserve.management_url,
+        "FACADE_MODEL_NAME": settings.torchserve.model_name,
         # Replicas share one host (which may itself be a container): name each by its port.
         "FACADE_CONTAINER_ID": base_env.get("FACADE_CONTAINER_ID") or f"{socket.gethostname()}-{port}",
     }
@@ -157,6 +160,13 @@ def size_label(size_bytes):
     return f"{size_bytes} bytes"
 
 
+def proxy_read_timeout(facade):
+    """Return how long nginx waits for a facade's answer: twice the facade's read timeout, and never
+    under the facade's longest answer (the read timeout, a retry included, plus connecting twice),
+    so that the facade's own JSON 504 always comes first."""
+    return f"{math.ceil(max(2 * facade.read_timeout_s, 2 * facade.connect_timeout_s + facade.read_timeout_s + 1))}s"
+
+
 def nginx_config(settings):
     """Write the nginx config of this stack under the run dir; return its path."""
     nginx_run = settings.run_dir / "nginx"
@@ -175,6 +185,7 @@ def nginx_config(settings):
         # nginx refuses what the facade would refuse anyway, before it reaches a facade.
         "NGINX_MAX_BODY_SIZE": str(settings.facade.max_body_bytes),
         "NGINX_MAX_BODY_LABEL": size_label(settings.facade.max_body_bytes),
+        "NGINX_PROXY_READ_TIMEOUT": proxy_read_timeout(settings.facade),
         "NGINX_TOPOLOGY_CONF": str(topology),
         "NGINX_LISTEN": f"127.0.0.1:{settings.http_port}",
         **nginx_settings(),
