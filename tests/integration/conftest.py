@@ -11,6 +11,14 @@ from stack.processes import group_members
 from stack.torchserve import start_torchserve, stop_torchserve
 
 
+def started_stack(work_dir, model_dir, started):
+    """Start a whole private stack serving `model_dir` under `work_dir`; add its servers to `started`."""
+    settings = private_stack(work_dir)
+    build_archive(model_dir, settings.torchserve.model_store)
+    started.extend(up(settings).values())
+    return settings
+
+
 def stop_stack(settings, processes):
     """Stop a whole stack, reap the servers started for it, and check no process of it is left."""
     groups = running_groups(settings)
@@ -65,8 +73,7 @@ def shared_stack(tmp_path_factory, serving_model_dir):
     Modules that stop or kill its servers start their own. Counts read from it must be taken
     as differences: every module using it adds traffic.
     """
-    settings = private_stack(tmp_path_factory.mktemp("shared-stack"))
-    build_archive(serving_model_dir, settings.torchserve.model_store)
-    processes = up(settings)
+    started = []
+    settings = started_stack(tmp_path_factory.mktemp("shared-stack"), serving_model_dir, started)
     yield settings
-    stop_stack(settings, processes.values())
+    stop_stack(settings, started)

@@ -19,10 +19,10 @@ import pytest
 import requests
 
 from stack.launcher import down, running_groups, start_facade, up
-from stack.private import build_archive, private_stack
+from stack.private import private_stack
 from stack.processes import group_members, http_status, stop_group, wait_until
 from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.integration.conftest import stop_stack
+from tests.integration.conftest import started_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -191,9 +191,7 @@ STARTED = []
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
     """A whole stack serving the real model, for the tests that kill or stop its servers."""
-    settings = private_stack(tmp_path_factory.mktemp("faults"))
-    build_archive(serving_model_dir, settings.torchserve.model_store)
-    STARTED.extend(up(settings).values())
+    settings = started_stack(tmp_path_factory.mktemp("faults"), serving_model_dir, STARTED)
     yield settings
     stop_stack(settings, STARTED)
 

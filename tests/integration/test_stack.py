@@ -8,12 +8,12 @@ import sys
 import pytest
 import requests
 
-from stack.launcher import running_groups, start_facade, up
-from stack.private import build_archive, private_stack
+from stack.launcher import running_groups, start_facade
+from stack.private import private_stack
 from stack.processes import group_members, http_status, stop_group, wait_until
 from stack.torchserve import start_torchserve, stop_torchserve
 from tests.conftest import PROJECT_DIR, TEST_MODEL_DIR
-from tests.integration.conftest import run_make, stop_stack
+from tests.integration.conftest import run_make, started_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +24,7 @@ STARTED = []
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
-    settings = private_stack(tmp_path_factory.mktemp("stack"))
-    build_archive(serving_model_dir, settings.torchserve.model_store)
-    STARTED.extend(up(settings).values())
+    settings = started_stack(tmp_path_factory.mktemp("stack"), serving_model_dir, STARTED)
     yield settings
     stop_stack(settings, STARTED)
 
