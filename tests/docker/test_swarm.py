@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from tests.docker.conftest import BASES, STANDIN_BASES, ensure_engine, free_port, run
+from stack.private import free_port
+from tests.docker.conftest import BASES, STANDIN_BASES, ensure_engine, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
