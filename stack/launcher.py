@@ -262,10 +262,10 @@ def up(settings):
     return processes
 
 
-def stop_nginx(pgid):
+def stop_nginx(pgid, timeout_s=35.0):
     """Stop nginx gracefully: SIGQUIT lets requests in flight finish (SIGTERM would drop them)."""
-    # worker_shutdown_timeout (30 s) bounds the wait; SIGKILL only if even that is exceeded.
-    return stop_group(pgid, timeout_s=35.0, stop_signal=signal.SIGQUIT)
+    # worker_shutdown_timeout (proxy_read_timeout) bounds the wait; SIGKILL only if it is exceeded.
+    return stop_group(pgid, timeout_s=timeout_s, stop_signal=signal.SIGQUIT)
 
 
 def down(settings, quiet=False):
@@ -277,7 +277,8 @@ def down(settings, quiet=False):
     """
     groups = running_groups(settings)
     order = sorted(groups, key=lambda name: (name != "nginx", name == "torchserve"))
-    stoppers = {"nginx": stop_nginx, "torchserve": stop_torchserve}
+    shutdown_s = int(proxy_read_timeout(settings.facade).removesuffix("s")) + 5
+    stoppers = {"nginx": lambda pgid: stop_nginx(pgid, shutdown_s), "torchserve": stop_torchserve}
     leftovers = {}
     for name in order:
         if not stoppers.get(name, stop_group)(groups[name]):

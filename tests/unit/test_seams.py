@@ -55,3 +55,4 @@ def test_the_native_nginx_waits_as_long_as_the_facades_read_timeout_asks(tmp_pat
     settings = StackSettings(facade=Settings(read_timeout_s=45.0), run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
     rendered = nginx_config(settings).read_text()
     assert re.findall(r"proxy_read_timeout (\S+);", rendered) == ["90s"]
+    assert re.findall(r"worker_shutdown_timeout (\S+);", rendered) == ["90s"]
