@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from stack.launcher import down, running_groups, up
+from stack.launcher import down, record, running_groups, up
 from stack.models import PROJECT_DIR, TEST_MODEL_DIR, has_test_model
 from stack.private import build_archive, private_stack, private_torchserve
 from stack.processes import group_members
@@ -17,6 +17,14 @@ def started_stack(work_dir, model_dir, started):
     build_archive(model_dir, settings.torchserve.model_store)
     started.extend(up(settings).values())
     return settings
+
+
+def record_restarted(settings, name, process, started):
+    """Record a server restarted by a test in the stack's state so that `down` stops it; add it to `started`."""
+    started.append(process)
+    groups = running_groups(settings)
+    groups[name] = process.pid
+    record(settings, groups)
 
 
 def stop_stack(settings, processes):
