@@ -45,12 +45,13 @@ COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 # The entrypoint substitutes every NGINX_* variable into the template (and nothing else), and
 # refuses to start when a placeholder of the template has no value: each ${NGINX_X} placeholder
 # needs its default here (tests/unit/test_docker_files.py checks that). The tunables are the ones
-# the native launcher reads (scripts/stack.py), with the same defaults.
+# the native launcher reads (stack/launcher.py), with the same defaults.
 ENV NGINX_RUN_DIR=/tmp/nginx \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \
     NGINX_MAX_BODY_SIZE=1048576 \
     NGINX_MAX_BODY_LABEL="1 MiB" \
+    NGINX_PROXY_READ_TIMEOUT=30s \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
     NGINX_LISTEN=8080 \
     NGINX_CLIENT_TIMEOUT=10s \
@@ -73,7 +74,7 @@ ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
 # Only the facade's dependencies (Flask, Gunicorn, requests, prometheus-client; the facade never
 # imports torch), exactly as facade/requirements.lock pins them: every file is checked against its
 # sha256 (--require-hashes), nothing unlisted is pulled in (--no-deps), and `pip check` proves the
-# set complete. The lock comes from pyproject.toml's `facade` group (scripts/lock.py, `make lock`).
+# set complete. The lock comes from pyproject.toml's `facade` group (devtools/lock.py, `make lock`).
 FROM ${PYTHON_IMAGE} AS facade-build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -110,7 +111,7 @@ USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=2).status != 200)"]
-CMD ["gunicorn", "-c", "facade/gunicorn.conf.py"]
+CMD ["python", "-m", "gunicorn", "-c", "facade/gunicorn.conf.py"]
 
 # ------------------------------------------------------------------------------ torchserve build
 # CPU-only torch, then the handler's dependencies exactly as tools/requirements.lock pins them
@@ -204,9 +205,12 @@ COPY tools/ /opt/sentiment/tools/
 # ~200 MB RSS. On an OutOfMemoryError it exits rather than limping on, TorchServe's launcher and
 # tini with it, and Compose's `restart: unless-stopped` starts the container again. (TorchServe's
 # own `vmargs` key lives in config.properties, which the native stack shares.)
+# PYTHONPATH: the tools run as `python -m tools.<name>` (health check, model store, scaling) from
+# any working directory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/opt/sentiment \
     TS_INFERENCE_ADDRESS=http://0.0.0.0:8090 \
     TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8091 \
     TS_METRICS_ADDRESS=http://0.0.0.0:8092 \
@@ -226,7 +230,7 @@ USER 10001:10001
 EXPOSE 8090 8091 8092
 # Healthy = the model has a READY worker (loading it takes a while on a cold start).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
-    CMD ["python", "/opt/sentiment/tools/healthcheck.py"]
+    CMD ["python", "-m", "tools.healthcheck"]
 # tini -g: PID 1 forwards SIGTERM to the whole process group (TorchServe's Python launcher, which
 # does not forward signals itself, the Java frontend and its Python workers) and reaps zombies.
 # -e 143: a stop by SIGTERM is a clean exit (status 0), not an error.

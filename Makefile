@@ -31,9 +31,9 @@ help: ## List the targets
 .PHONY: install
 install: $(VENV)/.installed ## Install what the service needs: Java, nginx (apt) and the .venv with torch, handler and facade groups
 
-$(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh tools/check_python.py
+$(VENV)/.installed: pyproject.toml devtools/install-system-deps.sh tools/check_python.py
 	@$(PYTHON) -m tools.check_python
-	bash scripts/install-system-deps.sh service $(PYTHON)
+	bash devtools/install-system-deps.sh service $(PYTHON)
 	@$(call make_venv,$(VENV))
 	@echo "installing torch $(TORCH_VERSION) (CPU build) from $(or $(TORCH_INDEX_URL),pip's own configuration)"
 	$(BIN)/pip install --progress-bar on $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
@@ -65,17 +65,18 @@ which-python: ## Show the interpreter `make install` makes .venv with (set PYTHO
 .PHONY: install-dev
 install-dev: $(VENV)/.installed-dev ## Add what the tests and load tools need: the dev group, Chromium and its driver, wrk
 
-$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh test
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml devtools/install-system-deps.sh
+	bash devtools/install-system-deps.sh test
 	$(BIN)/pip install --quiet --group dev
 	@$(call make_venv,$(VENV)/checkov)
 	$(VENV)/checkov/bin/pip install --quiet --group policy
 	touch $@
 
 .PHONY: lint
-lint: install-dev ## Check style with ruff
+lint: install-dev ## Check style with ruff, and the import layers with import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: install-dev ## Reformat the code with ruff
@@ -105,56 +106,56 @@ smoke: install ## Quick smoke load against the running stack: 200 requests, 8 at
 
 .PHONY: lock
 lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml for linux/amd64 + arm64 (uv)
-	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python scripts/lock.py
+	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python -m devtools.lock
 
 .PHONY: mar
 mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
-	$(BIN)/python tools/build_mar.py
+	$(BIN)/python -m tools.build_mar
 
 .PHONY: up
 up: install ## Start TorchServe, REPLICAS facades and nginx on 127.0.0.1 (builds the .mar first; MODEL_DIR honoured)
-	$(BIN)/python tools/build_mar.py
-	$(BIN)/python scripts/stack.py up
+	$(BIN)/python -m tools.build_mar
+	$(BIN)/python -m stack up
 
 .PHONY: down
 down: ## Stop every process `make up` started (safe to run twice)
-	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/stack.py down; else echo "nothing was running"; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m stack down; else echo "nothing was running"; fi
 
 .PHONY: status
 status: ## Show the process groups of the native stack
-	$(BIN)/python scripts/stack.py status
+	$(BIN)/python -m stack status
 
 .PHONY: logs
 logs: ## Show where the native stack logs, with the last lines of each log
-	$(BIN)/python scripts/stack.py logs
+	$(BIN)/python -m stack logs
 
 .PHONY: bench
 bench: install-dev ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)
 	$(BIN)/pip install --quiet --group bench
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 .PHONY: bench-tune
 bench-tune: install-dev ## Sweep batchSize, maxBatchDelay, workers x threads at concurrency 8/32/64 (QUICK=1: < 10 min)
 	$(BIN)/pip install --quiet --group bench
-	$(BIN)/python bench/run.py --tune $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run --tune $(if $(QUICK),--quick,)
 
 .PHONY: bench-int8
 bench-int8: install-dev ## Static int8 ONNX experiment: SST-2 dev accuracy and speed of fp32, dynamic and static int8
-	$(BIN)/python bench/static_int8.py
+	$(BIN)/python -m bench.static_int8
 
 DURATION ?= 300
 EXAMPLES ?= 2000
 
 .PHONY: soak
 soak: install-dev ## Soak test: DURATION s (300) at concurrency 64 through nginx; p99, 5xx and memory growth checked
-	$(BIN)/python bench/soak.py --duration $(DURATION)
+	$(BIN)/python -m bench.soak --duration $(DURATION)
 
 ABUSE_DURATION ?= 60
 URL ?=
 
 .PHONY: abuse
 abuse: install-dev ## Fairness under abuse: 3 clients flood with the largest requests, 1 light (ABUSE_DURATION s, 60; URL= a running stack)
-	$(BIN)/python bench/abuse.py --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
+	$(BIN)/python -m bench.abuse --duration $(ABUSE_DURATION) $(if $(URL),--url $(URL),)
 
 .PHONY: fuzz
 fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMPLES (2000) per operation, random seed
@@ -162,7 +163,7 @@ fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMP
 
 .PHONY: scale-workers
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
-	$(BIN)/python tools/scale_workers.py $(N)
+	$(BIN)/python -m tools.scale_workers $(N)
 
 # ------------------------------------------------------------------------------------------ Docker
 # `docker compose` (v2 plugin) when the client has it, else docker-compose (1.29, Debian's package).

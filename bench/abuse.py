@@ -1,8 +1,8 @@
 """Fairness under abuse: heavy clients flood the service with maximum-size requests while a light one is served.
 
-Usage: python bench/abuse.py [--url URL] [--duration 60] [--heavy-clients 3] [--mar ARCHIVE]
+Usage: python -m bench.abuse [--url URL] [--duration 60] [--heavy-clients 3] [--mar ARCHIVE]
 
-Without --url it starts its own stack on free loopback ports (like bench/soak.py), serving
+Without --url it starts its own stack on free loopback ports (like the soak, bench/soak.py), serving
 --mar, else --model-dir (or MODEL_DIR), else the trained stand-in in ../shared, else a tiny
 random model. It then:
 
@@ -31,17 +31,16 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project importable
-    sys.path.insert(0, str(PROJECT_DIR))
-# tools/packed.py makes the handler's modules importable by their flat names, as inside the .mar.
-sys.path.insert(1, str(PROJECT_DIR / "tools"))
+from bench.load import group_usage
+from stack.launcher import down, running_groups, up
+from stack.models import TEST_MODEL_DIR, build_tiny_model, has_test_model
+from stack.private import private_stack, serving_store
+from stack.processes import StartupError
+from tools.packed import PROJECT_DIR
 
-import yaml  # noqa: E402
-
-import packed  # noqa: E402, F401
-from sentiment_config import handler_options  # noqa: E402
+from sentiment_config import handler_options
 
 LIGHT_TEXT = "It is a charming and often affecting journey."
 # A word every uncased WordPiece vocabulary of the project's models holds as one token.
@@ -116,7 +115,6 @@ def worker_idle_after(pgid, stopped_at, window_s=0.5, idle_cores=0.2, give_up_s=
 
     Their own CPU time (/proc), so other load on the machine does not count; None after give_up_s.
     """
-    from bench.load import group_usage
 
     before = group_usage([pgid])[0]
     while time.monotonic() - stopped_at < give_up_s:
@@ -261,17 +259,12 @@ def main(argv=None):
     if args.url:
         figures = abuse(args.url, args.duration, args.heavy_clients)
     else:
-        from bench.soak import model_store_for, soak_settings
-        from scripts.processes import StartupError
-        from scripts.stack import down, running_groups, up
-
         (PROJECT_DIR / "run").mkdir(exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix="abuse-", dir=PROJECT_DIR / "run"))
         try:
-            if args.mar is None and args.model_dir is None:
-                args.model_dir = standin_or_tiny(work_dir)
-            store, serving = model_store_for(args, work_dir)
-            settings = soak_settings(work_dir, store)
+            model_dir = None if args.mar else args.model_dir or test_or_tiny_model(work_dir)
+            store, serving = serving_store(work_dir, model_dir, args.mar)
+            settings = private_stack(work_dir, store)
             print(f"starting a private stack at {settings.url} serving {serving} (files in {work_dir})", flush=True)
             up(settings)
         except (StartupError, FileNotFoundError) as exc:
@@ -290,14 +283,9 @@ def main(argv=None):
     return 1 if found else 0
 
 
-def standin_or_tiny(work_dir):
-    """Return the trained stand-in's dir when ../shared has it, else a tiny random model built now."""
-    standin = PROJECT_DIR.parent / "shared" / "models" / "minilm-sst2"
-    if (standin / "config.json").is_file():
-        return standin
-    from tests.support.tiny_model import build_tiny_model
-
-    return build_tiny_model(work_dir / "tiny-model")
+def test_or_tiny_model(work_dir):
+    """Return the trained test model's dir when ../shared has it, else a tiny random model built now."""
+    return TEST_MODEL_DIR if has_test_model() else build_tiny_model(work_dir / "tiny-model")
 
 
 if __name__ == "__main__":

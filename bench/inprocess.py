@@ -1,12 +1,9 @@
 """The in-process limit: the project's handler called directly, no server, every core."""
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import packed  # noqa: F401  (the handler's modules importable by top-level name, as in the .mar)
+import tools  # noqa: F401  (makes the handler's modules importable by their names in the .mar)
 
 
 class BenchContext:

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.processes import process_table
+from stack.models import SST2_DEV
+from stack.processes import process_table
 
 POST_SCRIPT = Path(__file__).resolve().parent / "post.lua"
-SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
-DEV_TSV = Path(os.environ.get("BENCH_DEV_TSV") or SHARED_DIR / "data" / "sst2" / "dev.tsv")
+DEV_TSV = Path(os.environ.get("BENCH_DEV_TSV") or SST2_DEV)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import yaml
 
+import tools  # noqa: F401  (makes the handler's modules importable by their names in the .mar)
+
+from sentiment_config import RUNTIMES, HandlerOptions
+
 MODEL_CONFIG = Path(__file__).resolve().parent.parent / "handler" / "model-config.yaml"
 
 
@@ -44,16 +48,14 @@ class Mode:
 
 
 def handler_runtimes():
-    """Return the runtimes the handler offers (torch alone before ONNX Runtime came in)."""
-    import sentiment_config
-
-    return tuple(getattr(sentiment_config, "RUNTIMES", ("torch",)))
+    """Return the runtimes the handler offers."""
+    return RUNTIMES
 
 
 def default_mode(model_config=MODEL_CONFIG):
     """Return the mode an archive built without RUNTIME/PRECISION serves."""
     section = (yaml.safe_load(Path(model_config).read_text()) or {}).get("handler") or {}
-    return Mode(section.get("runtime", "torch"), section.get("precision", "fp32"))
+    return Mode(section.get("runtime", HandlerOptions.runtime), section.get("precision", HandlerOptions.precision))
 
 
 def offered_modes(runtimes, fast_bf16):

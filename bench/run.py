@@ -21,108 +21,27 @@ import gc
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
+from bench.inprocess import in_process_point, loaded_handler
+from bench.load import DEV_TSV, PointRule, labelled_sentences, measure, write_bodies
+from bench.machine import has_fast_bf16, machine_info
+from bench.modes import Mode, default_mode, handler_runtimes, offered_modes
+from bench.report import headline, write_markdown, write_plot
+from bench.serving import CONCURRENCIES, PROJECT_DIR, RESULTS_DIR, WORK_DIR, archive, print_point, stack_points
+from stack.launcher import StackSettings, down, start_nginx, up
+from stack.models import TEST_MODEL_DIR, timing_model
+from stack.private import free_port, private_stack, private_torchserve
+from stack.processes import http_status, start_group, stop_group, wait_until
+from stack.torchserve import start_torchserve, stop_torchserve
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-# Run as a script: the project and the tools importable (tools/packed.py adds the handler's modules).
-sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tools")]
-
-from bench.inprocess import in_process_point, loaded_handler  # noqa: E402
-from bench.load import DEV_TSV, PointRule, labelled_sentences, measure, write_bodies  # noqa: E402
-from bench.machine import has_fast_bf16, machine_info  # noqa: E402
-from bench.modes import Mode, default_mode, handler_runtimes, offered_modes  # noqa: E402
-from bench.report import headline, write_markdown, write_plot  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
-from build_mar import BuildSettings, build  # noqa: E402
-from scripts.processes import http_status, start_group, stop_group, wait_until  # noqa: E402
-from scripts.stack import StackSettings, down, running_groups, start_nginx, up  # noqa: E402
-from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve  # noqa: E402
-
-SHARED_DIR = PROJECT_DIR.parent / "shared"
-TEST_MODEL_DIR = Path(os.environ.get("BENCH_STANDIN_DIR") or SHARED_DIR / "models" / "minilm-sst2")
-RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-WORK_DIR = PROJECT_DIR / "run" / "bench"
-CONCURRENCIES = (1, 8, 32, 64)
 FULL_RULE = PointRule(floor_s=15, p50_factor=20, cap_s=180, warmup_s=5)
 # Quick: the same 20 x p50 rule with a 5 s floor and a 45 s cap; a check that it all runs.
 QUICK_RULE = PointRule(floor_s=5, p50_factor=20, cap_s=45, warmup_s=2)
-SYSTEM_NAMES = {
-    "torchserve": "TorchServe direct",
-    "service": "full service",
-    "original": "the original design",
-}
-
-
-def free_port():
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stack_settings(work, store):
-    """Return settings for a private native stack on free ports with the given model store."""
-    run_dir, log_dir = work / "run", work / "logs"
-    base = free_port()
-    while http_status(f"http://127.0.0.1:{base + 1}/", timeout_s=0.2) is not None:
-        base = free_port()
-    return StackSettings(
-        http_port=free_port(),
-        replicas=2,
-        facade_base_port=base,
-        torchserve=TorchServeSettings(
-            inference_port=free_port(),
-            management_port=free_port(),
-            metrics_port=free_port(),
-            grpc_inference_port=free_port(),
-            grpc_management_port=free_port(),
-            model_store=store,
-            run_dir=run_dir,
-            log_dir=log_dir,
-        ),
-        run_dir=run_dir,
-        log_dir=log_dir,
-    )
-
-
-def archive(model_dir, store, mode, model_config=None):
-    """Build the project's archive of `model_dir` in `mode` into `store`; return its path.
-
-    model_config: {key: value} to change in the packed model-config.yaml (batching settings).
-    """
-    env = {"MODEL_DIR": str(model_dir), "MODEL_STORE": str(store), **mode.build_env()}
-    built = build(BuildSettings.from_env(env))
-    if model_config:
-        with_model_config(built, model_config)
-    return built
-
-
-def with_model_config(mar_path, changes):
-    """Rewrite the model-config.yaml inside an archive with `changes` applied (handler: merged)."""
-    staged = mar_path.with_suffix(".staged")
-    with zipfile.ZipFile(mar_path) as source, zipfile.ZipFile(staged, "w", zipfile.ZIP_STORED) as target:
-        for item in source.infolist():
-            data = source.read(item.filename)
-            if item.filename == "model-config.yaml":
-                config = yaml.safe_load(data) or {}
-                handler = {**(config.get("handler") or {}), **changes.get("handler", {})}
-                config.update({key: value for key, value in changes.items() if key != "handler"})
-                config["handler"] = handler
-                data = yaml.safe_dump(config, sort_keys=False).encode()
-            elif item.filename == "build-info.json":
-                # No longer what `make mar` would build: a later plain build must not keep it.
-                info = json.loads(data)
-                info["fingerprint"] = f"{info.get('fingerprint')}+{json.dumps(changes, sort_keys=True)}"
-                data = json.dumps(info, indent=2).encode()
-            target.writestr(item, data)
-    os.replace(staged, mar_path)
 
 
 def extracted_archive(model_dir, mode):
@@ -149,54 +68,12 @@ def in_process_points(model_dir, mode, texts, batch_sizes, duration_s):
     return points
 
 
-def print_point(system, mode_name, point):
-    """Print one load point as it is measured."""
-    figures = (
-        f"{point['requests_per_s']:>7.1f} req/s p50 {point['p50_ms']:.1f} ms p99 {point['p99_ms']:.1f} ms"
-        if point["valid"]
-        else f"INVALID ({point['invalid_reason']})"
-    )
-    batches = point.get("batches") or {}
-    batch_note = f" mean batch {batches['mean_per_batch']}" if batches.get("mean_per_batch") else ""
-    print(
-        f"  {SYSTEM_NAMES[system]:<19} {mode_name:<10} c={point['concurrency']:<3} {figures} "
-        f"errors {point['errors']} ({point['duration_s']:g} s){batch_note}",
-        flush=True,
-    )
-
-
-def stack_points(settings, mode, bodies, rule, concurrencies=CONCURRENCIES):
-    """Load TorchServe directly, then the service through nginx, of a running stack; return the points."""
-    groups = running_groups(settings)
-    components = {
-        "torchserve": [groups["torchserve"]],
-        "facade": [pgid for name, pgid in groups.items() if name.startswith("facade")],
-        "nginx": [groups["nginx"]],
-    }
-    model_log = settings.torchserve.log_dir / "model_log.log"
-    targets = (
-        (
-            "torchserve",
-            f"{settings.torchserve.inference_url}/predictions/sentiment",
-            {"torchserve": components["torchserve"]},
-        ),
-        ("service", settings.url, components),
-    )
-    points = []
-    for system, url, watched in targets:
-        for concurrency in concurrencies:
-            point = measure(url, bodies, concurrency, rule, watched, model_log)
-            points.append({"system": system, "mode": mode.name, **point})
-            print_point(system, mode.name, point)
-    return points
-
-
 def service_points(model_dir, mode, bodies, rule, model_config=None, work=None):
     """Start the whole stack in `mode`; load TorchServe directly, then the service through nginx."""
     work = work or WORK_DIR / f"stack-{mode.runtime}-{mode.precision}"
     # A fresh log per stack: the batch histogram reads the handler's lines of each point.
     shutil.rmtree(work / "logs", ignore_errors=True)
-    settings = stack_settings(work, work / "model-store")
+    settings = private_stack(work)
     archive(model_dir, settings.torchserve.model_store, mode, model_config)
     up(settings)
     try:
@@ -259,14 +136,14 @@ def accuracy(modes, labelled):
     scores = {}
     for mode in modes:
         work = WORK_DIR / f"accuracy-{mode.runtime}-{mode.precision}"
-        ts = stack_settings(work, work / "model-store").torchserve
+        ts = private_torchserve(work)
         archive(TEST_MODEL_DIR, ts.model_store, mode)
         process = start_torchserve(ts)
         try:
             predicted = []
             for start in range(0, len(sentences), 32):
                 response = requests.post(
-                    f"{ts.inference_url}/predictions/sentiment",
+                    ts.predictions_url,
                     json={"texts": sentences[start : start + 32]},
                     timeout=120,
                 )
@@ -333,7 +210,7 @@ def main(argv=None):
         sys.exit(f"error: the timing model needs the uncased vocabulary from {TEST_MODEL_DIR} (BENCH_STANDIN_DIR)")
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    timing_model = build_timing_model(TEST_MODEL_DIR, PROJECT_DIR / "models" / "timing-distilbert")
+    timing_model_dir = timing_model()
     labelled = labelled_sentences()
     texts = [sentence for sentence, _ in labelled]
     bodies = write_bodies(texts, WORK_DIR / "bodies.jsonl")
@@ -349,16 +226,16 @@ def main(argv=None):
     }
     for mode in in_process_modes:
         print(f"in-process {mode.name} ...", flush=True)
-        points = in_process_points(timing_model, mode, texts, batch_sizes, in_process_s)
+        points = in_process_points(timing_model_dir, mode, texts, batch_sizes, in_process_s)
         results["in_process"][mode.name] = points
         for point in points:
             label = f"{point['batch_size']}{' sorted' if point['sorted'] else ''}"
             print(f"  batch {label:<9} {point['sentences_per_s']:>7.1f} sentences/s", flush=True)
     for mode in stack_modes:
         print(f"stack {mode.name} ...", flush=True)
-        results["points"] += service_points(timing_model, mode, bodies, rule)
+        results["points"] += service_points(timing_model_dir, mode, bodies, rule)
     print("the original design ...", flush=True)
-    results["points"] += original_points(timing_model, bodies, rule)
+    results["points"] += original_points(timing_model_dir, bodies, rule)
     if not args.quick and DEV_TSV.is_file():
         print("accuracy ...", flush=True)
         results["accuracy"] = accuracy(in_process_modes, labelled)

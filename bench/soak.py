@@ -1,6 +1,6 @@
 """Soak test: sustained load through nginx on a private native stack, with memory sampled.
 
-Usage: python bench/soak.py [--duration 300] [--concurrency 64] [--sample-interval 10] ...
+Usage: python -m bench.soak [--duration 300] [--concurrency 64] [--sample-interval 10] ...
 
 It starts its own stack (TorchServe, 2 facades, nginx) on free loopback ports under
 run/soak-*, warms it up, then keeps --concurrency requests in flight with wrk (closed loop,
@@ -19,7 +19,7 @@ a table, the latency percentiles and the answers by status, then checks:
 Exit status: 0 all checks passed, 1 a check failed, 2 the stack could not be started.
 
 What it serves: --mar (an archive), else --model-dir (or MODEL_DIR), else a DistilBERT-sized
-random model (bench/timing_model.py: it costs what DistilBERT SST-2 costs) built with the
+random model (stack/timing_model.py: it costs what DistilBERT SST-2 costs) built with the
 stand-in's vocabulary from ../shared, else a tiny random model built on the spot (plumbing
 only: its latencies say nothing about a real model).
 
@@ -30,28 +30,19 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary
+from stack.launcher import down, running_groups, up
+from stack.models import TEST_MODEL_DIR, build_tiny_model, timing_model
+from stack.private import private_stack, serving_store
+from stack.processes import StartupError
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-if str(PROJECT_DIR) not in sys.path:  # run as a script: make the project importable
-    sys.path.insert(0, str(PROJECT_DIR))
-# The archive builder (tools/build_mar.py) imports by flat names; tools/packed.py adds the handler's.
-sys.path.insert(1, str(PROJECT_DIR / "tools"))
-
-from bench.load import group_usage, labelled_sentences, start_wrk, write_bodies, wrk_summary  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
-from scripts.processes import StartupError  # noqa: E402
-from scripts.stack import StackSettings, down, running_groups, up  # noqa: E402
-from scripts.torchserve import TorchServeSettings  # noqa: E402
-
-SHARED_DIR = PROJECT_DIR.parent / "shared"
-STANDIN_DIR = SHARED_DIR / "models" / "minilm-sst2"
-TIMING_MODEL_DIR = PROJECT_DIR / "models" / "timing-distilbert"
 COMPONENTS = ("torchserve", "facades", "nginx")
 
 
@@ -78,72 +69,13 @@ def parse_args(argv):
     return args
 
 
-def free_port():
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_port_pair():
-    """Return a port p such that p and p + 1 are both free on loopback (the two facades)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise StartupError("no two consecutive free ports found")
-
-
-def soak_settings(work_dir, model_store):
-    """Return the settings of a private stack (two facades) on free ports under work_dir."""
-    torchserve = TorchServeSettings(
-        inference_port=free_port(),
-        management_port=free_port(),
-        metrics_port=free_port(),
-        grpc_inference_port=free_port(),
-        grpc_management_port=free_port(),
-        model_store=model_store,
-        run_dir=work_dir / "run",
-        log_dir=work_dir / "logs",
-    )
-    return StackSettings(
-        http_port=free_port(),
-        replicas=2,
-        facade_base_port=free_port_pair(),
-        torchserve=torchserve,
-        run_dir=torchserve.run_dir,
-        log_dir=torchserve.log_dir,
-    )
-
-
-def model_store_for(args, work_dir):
-    """Return (the model store to serve from, what it holds), building an archive if needed."""
-    if args.mar:
-        if not args.mar.is_file():
-            raise StartupError(f"--mar {args.mar} is not a file")
-        store = work_dir / "model-store"
-        store.mkdir()
-        (store / "sentiment.mar").symlink_to(args.mar.resolve())
-        return store, f"archive {args.mar}"
-    model_dir = args.model_dir
-    if model_dir is None and (STANDIN_DIR / "vocab.txt").is_file():
-        model_dir = build_timing_model(STANDIN_DIR, TIMING_MODEL_DIR)
-    if model_dir is None:
-        from tests.support.tiny_model import build_tiny_model
-
-        model_dir = build_tiny_model(work_dir / "tiny-model")
-    from build_mar import BuildError, BuildSettings, build
-
-    store = work_dir / "model-store"
-    try:
-        build(BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(store)}))
-    except BuildError as exc:
-        raise StartupError(str(exc)) from exc
-    return store, f"model dir {model_dir}"
+def serving_model_dir(args, work_dir):
+    """Return the model dir to serve: --model-dir, else the timing model, else a tiny one built now."""
+    if args.model_dir is not None:
+        return args.model_dir
+    if (TEST_MODEL_DIR / "vocab.txt").is_file():
+        return timing_model()
+    return build_tiny_model(work_dir / "tiny-model")
 
 
 def component_groups(settings):
@@ -323,8 +255,9 @@ def main(argv=None):
     work_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=PROJECT_DIR / "run"))
     failures = ["the soak did not finish"]
     try:
-        store, serving = model_store_for(args, work_dir)
-        settings = soak_settings(work_dir, store)
+        model_dir = None if args.mar else serving_model_dir(args, work_dir)
+        store, serving = serving_store(work_dir, model_dir, args.mar)
+        settings = private_stack(work_dir, store)
         bodies = write_bodies([text for text, _ in labelled_sentences()], work_dir / "bodies.txt")
         print(f"starting a private stack at {settings.url} serving {serving} (files in {work_dir})", flush=True)
         started = time.monotonic()

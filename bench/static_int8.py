@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.load import labelled_sentences
+from bench.machine import machine_info
+from stack.models import SST2_TRAIN as TRAIN_TSV
+from stack.models import TEST_MODEL_DIR, timing_model
+from tools.onnx_export import INPUT_NAMES, export_onnx, quantized
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(PROJECT_DIR), str(PROJECT_DIR / "tools")]
-
-from bench.load import labelled_sentences  # noqa: E402
-from bench.machine import machine_info  # noqa: E402
-from bench.timing_model import build_timing_model  # noqa: E402
-from onnx_export import INPUT_NAMES, export_onnx, quantized  # noqa: E402
-
-SHARED_DIR = PROJECT_DIR.parent / "shared"
-TEST_MODEL_DIR = SHARED_DIR / "models" / "minilm-sst2"
-TRAIN_TSV = SHARED_DIR / "data" / "sst2" / "train.tsv"
 WORK_DIR = PROJECT_DIR / "run" / "bench" / "int8"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 ACCURACY_BUDGET_POINTS = 0.5
@@ -260,7 +256,7 @@ def main(argv=None):
         row["change"] = round(row["accuracy"] - rows[0]["accuracy"], 2)
         row["within_budget"] = -row["change"] <= ACCURACY_BUDGET_POINTS
     print("speed on the DistilBERT-sized model ...", flush=True)
-    timing_dir = build_timing_model(TEST_MODEL_DIR, PROJECT_DIR / "models" / "timing-distilbert")
+    timing_dir = timing_model()
     timing_tokenizer = AutoTokenizer.from_pretrained(timing_dir, local_files_only=True)
     timing_work = WORK_DIR / "timing-model"
     timing_fp32 = exported(timing_dir, timing_work / "fp32.onnx")

@@ -1,8 +1,8 @@
 """Cost per token of the DistilBERT-sized model, in-process: what handler.max_request_tokens is sized by.
 
-Usage: python bench/token_cost.py [--threads 2] [--repeats 3]
+Usage: python -m bench.token_cost [--threads 2] [--repeats 3]
 
-Builds (once) the DistilBERT-sized timing model (bench/timing_model.py) and times one forward
+Builds (once) the DistilBERT-sized timing model (stack/timing_model.py) and times one forward
 pass over batches of 2048 tokens in several shapes, from 64 texts of 32 tokens to 4 texts of 512,
 and one of 1024 tokens at 512 per text; prints the best of --repeats per shape (the least
 disturbed by other load on the machine), in s and ms per token, with the CPU it ran on.
@@ -14,11 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-if str(PROJECT_DIR) not in sys.path:
-    sys.path.insert(0, str(PROJECT_DIR))
-
-from bench.timing_model import build_timing_model  # noqa: E402
+from stack.models import timing_model
 
 SHAPES = [(64, 32), (16, 128), (4, 512), (2, 512)]
 
@@ -43,9 +39,7 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model_dir = build_timing_model(
-        PROJECT_DIR.parent / "shared" / "models" / "minilm-sst2", PROJECT_DIR / "models" / "timing-distilbert"
-    )
+    model_dir = timing_model()
     torch.set_num_threads(args.threads)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     print(f"{cpu_name()}, {args.threads} threads, torch {torch.__version__}")

@@ -21,19 +21,10 @@ from bench.load import PointRule, labelled_sentences, write_bodies
 from bench.machine import machine_info
 from bench.modes import MODEL_CONFIG, Mode, default_mode
 from bench.report import point_cells
-from bench.run import (
-    PROJECT_DIR,
-    RESULTS_DIR,
-    SYSTEM_NAMES,
-    TEST_MODEL_DIR,
-    WORK_DIR,
-    archive,
-    stack_points,
-    stack_settings,
-    with_model_config,
-)
-from bench.timing_model import build_timing_model
-from scripts.stack import down, up
+from bench.serving import RESULTS_DIR, SYSTEM_NAMES, WORK_DIR, archive, stack_points, with_model_config
+from stack.launcher import down, up
+from stack.models import timing_model
+from stack.private import private_stack
 
 TUNE_CONCURRENCIES = (8, 32, 64)
 TUNE_RULE = PointRule(floor_s=15, p50_factor=20, cap_s=90, warmup_s=5)
@@ -159,7 +150,7 @@ def main(argv=None):
         configurations = one_at_a_time(current, machine["cores"])
     mode = Mode.parse(args.mode) if args.mode else default_mode()
     rule = QUICK_TUNE_RULE if args.quick else TUNE_RULE
-    timing_model = build_timing_model(TEST_MODEL_DIR, PROJECT_DIR / "models" / "timing-distilbert")
+    timing_model_dir = timing_model()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     bodies = write_bodies([sentence for sentence, _ in labelled_sentences()], WORK_DIR / "bodies.jsonl")
     started = time.monotonic()
@@ -171,11 +162,11 @@ def main(argv=None):
         "configurations": [],
     }
     work = WORK_DIR / "tune"
-    built = archive(timing_model, work / "built", mode)
+    built = archive(timing_model_dir, work / "built", mode)
     for batching in configurations:
         print(f"{batching.name} ...", flush=True)
         shutil.rmtree(work / "logs", ignore_errors=True)
-        settings = stack_settings(work, work / "model-store")
+        settings = private_stack(work)
         settings.torchserve.model_store.mkdir(parents=True, exist_ok=True)
         served = shutil.copyfile(built, settings.torchserve.model_store / built.name)
         with_model_config(served, batching.model_config())

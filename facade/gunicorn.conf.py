@@ -1,4 +1,4 @@
-"""Gunicorn configuration for the facade: `gunicorn -c facade/gunicorn.conf.py` from the repo root.
+"""Gunicorn configuration for the facade: `python -m gunicorn -c facade/gunicorn.conf.py` from the repo root.
 
 Every value comes from the FACADE_* variables through facade.settings.Settings.from_env().
 """
@@ -12,12 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Gunicorn loads this file by path; make `import facade` work from any working directory.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# Gunicorn loads this file by path, before it makes `chdir` importable: `python -m gunicorn` from
+# the repo root is what makes `import facade` work here.
+from facade.settings import Settings, SettingsError
 
-from facade.settings import Settings, SettingsError  # noqa: E402 - needs the path above
+ROOT = Path(__file__).resolve().parent.parent
 
 try:
     settings = Settings.from_env()

@@ -31,7 +31,7 @@ OPTIONS = (
 
 @dataclass(frozen=True)
 class HandlerOptions:
-    """What the handler reads from model-config.yaml, with defaults filled in."""
+    """What the handler reads from model-config.yaml; the defaults here are the only ones."""
 
     threads: int
     max_length: int | None
@@ -57,6 +57,11 @@ def positive_int(name, value):
     if number < 0:
         raise HandlerConfigError(f"{name} must be a whole number >= 0, got {value!r}")
     return number
+
+
+def option(section, name):
+    """Return handler option `name` of a handler: section, or its default (HandlerOptions')."""
+    return section.get(name, getattr(HandlerOptions, name))
 
 
 def default_threads(yaml_config, cores):
@@ -92,21 +97,21 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     if threads == 0:
         threads = default_threads(yaml_config, cores or available_cores())
     max_length = positive_int("handler.max_length", section.get("max_length", 0)) or None
-    runtime = section.get("runtime", "onnx")
+    runtime = option(section, "runtime")
     if runtime not in RUNTIMES:
         raise HandlerConfigError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    precision = section.get("precision", "fp32")
+    precision = option(section, "precision")
     if precision not in PRECISIONS:
         raise HandlerConfigError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     problem = runtime_precision_problem(runtime, precision)
     if problem:
         raise HandlerConfigError(f"handler.runtime {runtime!r} with handler.precision {precision!r}: {problem}")
-    max_batch_tokens = positive_int("handler.max_batch_tokens", section.get("max_batch_tokens", 1024))
+    max_batch_tokens = positive_int("handler.max_batch_tokens", option(section, "max_batch_tokens"))
     if max_batch_tokens == 0:
         raise HandlerConfigError("handler.max_batch_tokens must be at least 1")
-    warmup_seconds = positive_int("handler.warmup_seconds", section.get("warmup_seconds", 3))
+    warmup_seconds = positive_int("handler.warmup_seconds", option(section, "warmup_seconds"))
     # 0: no cost limit per request (and no token budget per batch).
-    max_request_tokens = positive_int("handler.max_request_tokens", section.get("max_request_tokens", 2048))
+    max_request_tokens = positive_int("handler.max_request_tokens", option(section, "max_request_tokens"))
     return HandlerOptions(
         threads=threads,
         max_length=max_length,

@@ -47,6 +47,17 @@ BATCH_TEXTS_METRIC = "sentiment_batch_texts"
 BATCH_REQUESTS_METRIC = "sentiment_batch_requests"
 
 
+def decoded(data):
+    """Return each request of a batch parsed (a ParsedRequest), or the InvalidRequestError that answers it."""
+    requests = []
+    for row in data:
+        try:
+            requests.append(parse_request(row))
+        except InvalidRequestError as error:
+            requests.append(error)
+    return requests
+
+
 def is_parsed(request):
     """Return True for a request to run (a ParsedRequest), False for one answered with an error."""
     return not isinstance(request, Exception)
@@ -121,39 +132,52 @@ class SentimentHandler(BaseHandler):
         return min(configured, limit) if configured else limit
 
     def preprocess(self, data):
-        """Decode every request, refuse or skip the ones not to run, tokenize the rest in passes of similar length."""
-        requests = []
-        for row in data:
-            try:
-                requests.append(parse_request(row))
-            except InvalidRequestError as error:
-                requests.append(error)
+        """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
+        requests = decoded(data)
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
-        tokens = [
-            sum(min(n, self.max_length) for n in counts) if is_parsed(request) else None
-            for request, counts in zip(requests, lengths, strict=True)
+        costs = [
+            self.cost(counts) if is_parsed(request) else None for request, counts in zip(requests, lengths, strict=True)
         ]
-        deadlines = [deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(data))]
         started = time.monotonic()
-        decisions = admission(
-            tokens, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
-        )
-        requests = [
-            request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
-        ]
+        requests = self.admitted(requests, costs)
+        # What TorchServe handed over, refused and skipped requests included.
+        self.record_batch_size(len(requests), sum(len(counts) for counts in lengths))
         admitted = [index for index, request in enumerate(requests) if is_parsed(request)]
         texts = [text for index in admitted for text in requests[index].texts]
-        # What TorchServe handed over, refused and skipped requests included.
-        self.record_batch_size(len(requests), sum(len(group) for group in lengths))
-        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in tokens], started=started)
-        if not texts:
-            return batch
-        lengths = [n for index in admitted for n in lengths[index]]
-        batch.truncated = [length > self.max_length for length in lengths]
-        lengths = [min(length, self.max_length) for length in lengths]
+        batch = Batch(requests=requests, texts=texts, tokens=[cost or 0 for cost in costs], started=started)
+        if texts:
+            counts = [count for index in admitted for count in lengths[index]]
+            batch.truncated = [count > self.max_length for count in counts]
+            batch.chunks = self.passes(texts, [min(count, self.max_length) for count in counts])
+        return batch
+
+    def cost(self, counts):
+        """Return what a request's texts cost, in tokens: each text as the model sees it, cut at the limit."""
+        return sum(min(count, self.max_length) for count in counts)
+
+    def admitted(self, requests, costs):
+        """Return the requests, those not to run replaced by their answer (over the limit, too late, no room)."""
+        deadlines = [
+            deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(requests))
+        ]
+        decisions = admission(
+            costs, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
+        )
+        return [
+            request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
+        ]
+
+    def passes(self, texts, lengths):
+        """Return the forward passes over `texts` as (text indices, tokenized inputs), similar lengths together."""
         chunks = length_sorted_chunks(lengths, self.max_batch_tokens)
-        batch.chunks = [
+        logger.debug(
+            "batch of %d texts in %d passes, padding efficiency %.2f",
+            len(texts),
+            len(chunks),
+            padding_efficiency(lengths, chunks),
+        )
+        return [
             (
                 chunk,
                 self.tokenizer(
@@ -167,13 +191,6 @@ class SentimentHandler(BaseHandler):
             )
             for chunk in chunks
         ]
-        logger.debug(
-            "batch of %d texts in %d passes, padding efficiency %.2f",
-            len(texts),
-            len(chunks),
-            padding_efficiency(lengths, chunks),
-        )
-        return batch
 
     def record_batch_size(self, requests, texts):
         """Record how many requests and texts TorchServe handed over at once (histograms on the metrics port)."""

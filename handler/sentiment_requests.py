@@ -99,10 +99,9 @@ def length_sorted_chunks(lengths, max_tokens, multiple=PAD_MULTIPLE):
     The tokenizer pads a pass to its longest text, rounded up to `multiple`. Only texts whose
     rounded lengths are equal share a pass, so a pass computes no padding beyond that rounding:
     a pass of one 25-token text is already a 32-row matrix product that the CPU runs well, and
-    mixing lengths cost more in padding than the larger products gained (measured with ONNX
-    Runtime on a 2-core AVX2 EPYC: batches of 8 sentences in arrival order ran at 0.77 x the
-    speed of single sentences when passes mixed lengths). A pass holds as many texts as fit in
-    `max_tokens` padded tokens (always at least one).
+    mixing lengths cost more in padding than the larger products gained (docs/performance.md,
+    "What was tuned"). A pass holds as many texts as fit in `max_tokens` padded tokens (always at
+    least one).
     """
     chunks, current, current_padded = [], [], 0
     for index in sorted(range(len(lengths)), key=lengths.__getitem__):

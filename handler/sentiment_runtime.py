@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoConfig
 
+from sentiment_requests import PAD_MULTIPLE
+
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 # ONNX Runtime's worker threads busy-wait between operators by default, which is fastest on
 # cores nobody else wants. Here the Java frontend, the facade's Gunicorn workers and nginx share
 # the cores, and threads that spin (also while the worker waits for its next batch) take their
-# CPU time. Measured in one process on a 2-core AMD EPYC (AVX2), DistilBERT-sized model, 2
-# intra-op threads, sentences/s with spinning on -> off: alone, batch 1 21.3 -> 20.8 and batch 8
-# 22.6 -> 22.0 (level); next to two half-busy processes, 11.1 -> 11.4 and 13.5 -> 12.1; on the
-# machine loaded ~5x over by other jobs, 1.8 -> 2.6 and 2.7 -> 2.7. Noisy, direction only: off
-# costs ~nothing alone and is what keeps a crowded box responsive.
+# CPU time. Off costs about nothing alone and keeps a crowded box responsive (the measurements:
+# docs/performance.md, "What was tuned").
 ALLOW_SPINNING = "0"
 
 
@@ -139,7 +138,7 @@ def softmax(logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def warmup_shapes(max_length, max_batch_tokens, multiple=8):
+def warmup_shapes(max_length, max_batch_tokens, multiple=PAD_MULTIPLE):
     """Return the (texts, padded length) passes to run before READY, most valuable first.
 
     First the largest pass the handler can make (the longest texts, as many as fit in

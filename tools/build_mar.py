@@ -30,9 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
-from sentiment_config import PRECISIONS, RUNTIMES, runtime_precision_problem
-from torchserve_config import model_name, properties
+from tools.packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
+from tools.torchserve_config import model_name, properties
+
+from sentiment_config import PRECISIONS, RUNTIMES, HandlerOptions, runtime_precision_problem
 
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (
@@ -158,7 +159,7 @@ def model_config_text(settings):
 def serving_mode(config):
     """Return (runtime, precision) of a parsed model-config.yaml, defaults filled in."""
     section = config.get("handler") or {}
-    return section.get("runtime", "onnx"), section.get("precision", "fp32")
+    return section.get("runtime", HandlerOptions.runtime), section.get("precision", HandlerOptions.precision)
 
 
 def archived_files(files, runtime):
@@ -210,7 +211,7 @@ def exported_model(model_dir, runtime, precision, work_dir):
     """Return [model.onnx] exported into `work_dir` for the onnx runtime, or [] for torch."""
     if runtime != "onnx":
         return []
-    from onnx_export import export_onnx
+    from tools.onnx_export import export_onnx
 
     print(f"Exporting {model_dir.name} to ONNX ({precision}) ...", flush=True)
     return [export_onnx(model_dir, work_dir / ONNX_FILE, precision)]

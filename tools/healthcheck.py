@@ -10,7 +10,7 @@ import sys
 
 import requests
 
-from scale_workers import ScaleError, default_management_url, default_model_name, describe_model, ready_workers
+from tools.scale_workers import ScaleError, default_management_url, default_model_name, describe_model, ready_workers
 
 
 def main(environ=os.environ):

@@ -2,7 +2,7 @@
 
 Inside the archive the handler modules sit flat next to each other and import each other by
 top-level name; the tools (this folder) import them the same way. This is the one place that
-puts handler/ on sys.path: a tool imports this module before any packed one.
+puts handler/ on sys.path; the package's __init__ imports it, so every `tools.<name>` can.
 """
 
 import sys

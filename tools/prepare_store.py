@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from build_mar import BuildError, BuildSettings, build
+from tools.build_mar import BuildError, BuildSettings, build
 
 DEFAULT_SOURCE = "/model-source"
 

@@ -1,6 +1,6 @@
 """Scale the TorchServe workers of a model through the management API and wait until ready.
 
-Usage: python tools/scale_workers.py N [--url URL] [--model NAME] [--timeout SECONDS]
+Usage: python -m tools.scale_workers N [--url URL] [--model NAME] [--timeout SECONDS]
 
 Defaults come from TORCHSERVE_MANAGEMENT_URL and MODEL_NAME, else from config.properties
 (management_address, load_models). Exits non-zero if the workers are not all READY within the timeout.
@@ -13,16 +13,16 @@ import time
 
 import requests
 
-from torchserve_config import local_url, model_name, properties
+from tools.torchserve_config import local_url, model_name, properties
 
 
 class ScaleError(RuntimeError):
     """Scaling failed; the message says why."""
 
 
-def describe_model(url, model):
+def describe_model(url, model, timeout_s=10.0):
     """Return TorchServe's description of the model (the first entry of GET /models/<model>)."""
-    response = requests.get(f"{url}/models/{model}", timeout=10)
+    response = requests.get(f"{url}/models/{model}", timeout=timeout_s)
     if response.status_code != 200:
         raise ScaleError(f"GET /models/{model} answered {response.status_code}: {response.text.strip()}")
     return response.json()[0]

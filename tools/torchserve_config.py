@@ -1,6 +1,6 @@
 """TorchServe's own settings file (config.properties): the one home of its ports and model name.
 
-The launcher (scripts/torchserve.py) and the tools read their defaults from here instead of
+The launcher (stack/torchserve.py) and the tools read their defaults from here instead of
 restating them. Read as TorchServe reads it: `key=value` lines, `#` comments; with
 enable_envvars_config=true a TS_<KEY> variable of `environ` overrides <key> (the Docker image
 binds the addresses to 0.0.0.0 that way).

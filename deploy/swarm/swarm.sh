@@ -114,7 +114,7 @@ cmd_scale() {
         # The management API is on no network outside the container: ask it from inside
         # (tools/scale_workers.py is in the image and waits until the workers are READY).
         for container in $containers; do
-            docker exec "$container" python /opt/sentiment/tools/scale_workers.py "$WORKERS"
+            docker exec "$container" python -m tools.scale_workers "$WORKERS"
         done
     fi
     wait_serving

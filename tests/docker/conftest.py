@@ -14,7 +14,6 @@ leaves the stack stopped, so it is moved behind every other test.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from stack.private import free_port
 from tests.conftest import PROJECT_DIR
 
 # The Dockerfile's base-image build arguments -> the stand-ins .ci/build-base-images.sh makes.
@@ -48,13 +48,6 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     """Move the tests marked `stops_stack` behind every other test (a stable sort)."""
     items.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
-
-
-def free_port():
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(command, *, timeout=120, check=True, env=None):

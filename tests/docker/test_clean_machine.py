@@ -35,7 +35,7 @@ import pytest
 
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import ensure_engine, run
-from tests.support.readme import readme_commands
+from tests.readme import readme_commands
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -152,7 +152,7 @@ def test_nginx_cannot_reach_torchserve_by_name_or_backend_ip(stack):
 def test_torchserve_workers_scale_through_the_published_management_port(stack):
     for workers in (2, 1):
         result = subprocess.run(
-            [sys.executable, "tools/scale_workers.py", str(workers), "--url", stack.management_url],
+            [sys.executable, "-m", "tools.scale_workers", str(workers), "--url", stack.management_url],
             cwd=PROJECT_DIR,
             capture_output=True,
             text=True,

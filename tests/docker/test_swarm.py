@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from tests.docker.conftest import BASES, STANDIN_BASES, ensure_engine, free_port, run
+from stack.private import free_port
+from tests.docker.conftest import BASES, STANDIN_BASES, ensure_engine, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -183,7 +184,7 @@ def test_swarm_scale_app_3_shows_three_facades_through_nginx_within_30_requests(
 
     assert swarm.container_ids_seen(30) == expected
     [torchserve] = swarm.containers("torchserve")
-    workers = run(["docker", "exec", torchserve, "python", "/opt/sentiment/tools/healthcheck.py"]).stdout
+    workers = run(["docker", "exec", torchserve, "python", "-m", "tools.healthcheck"]).stdout
     assert "2 READY of 2 workers" in workers
 
 

@@ -1,58 +1,30 @@
-"""Real servers on loopback: free ports, start, and stop with nothing left behind."""
+"""Real servers on loopback: private stacks on free ports (stack/private.py), stopped with nothing left behind."""
 
-import socket
 import subprocess
 
 import pytest
 
-from build_mar import BuildSettings, build
-from scripts.processes import group_members, http_status
-from scripts.stack import StackSettings, down, running_groups, up
-from scripts.torchserve import TorchServeSettings, start_torchserve, stop_torchserve
-from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
+from stack.launcher import down, record, running_groups, up
+from stack.models import PROJECT_DIR, TEST_MODEL_DIR, has_test_model
+from stack.private import build_archive, private_stack, private_torchserve
+from stack.processes import group_members
+from stack.torchserve import start_torchserve, stop_torchserve
 
 
-def free_port():
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def started_stack(work_dir, model_dir, started):
+    """Start a whole private stack serving `model_dir` under `work_dir`; add its servers to `started`."""
+    settings = private_stack(work_dir)
+    build_archive(model_dir, settings.torchserve.model_store)
+    started.extend(up(settings).values())
+    return settings
 
 
-def torchserve_settings(tmp_path):
-    """Return settings for a private TorchServe (own ports, store, logs) under `tmp_path`."""
-    return TorchServeSettings(
-        inference_port=free_port(),
-        management_port=free_port(),
-        metrics_port=free_port(),
-        grpc_inference_port=free_port(),
-        grpc_management_port=free_port(),
-        model_store=tmp_path / "model-store",
-        run_dir=tmp_path / "run",
-        log_dir=tmp_path / "logs",
-    )
-
-
-def free_port_pair():
-    """Return a port p such that p and p + 1 are both free on loopback."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65535 and http_status(f"http://127.0.0.1:{port + 1}/", timeout_s=0.2) is None:
-            return port
-    raise RuntimeError("no two consecutive free ports found")
-
-
-def stack_settings(tmp_path):
-    """Return settings for a private native stack (two facades) on free ports under `tmp_path`."""
-    run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
-    return StackSettings(
-        http_port=free_port(),
-        replicas=2,
-        facade_base_port=free_port_pair(),
-        torchserve=torchserve_settings(tmp_path),  # same run, log and store folders
-        run_dir=run_dir,
-        log_dir=log_dir,
-    )
+def record_restarted(settings, name, process, started):
+    """Record a server restarted by a test in the stack's state so that `down` stops it; add it to `started`."""
+    started.append(process)
+    groups = running_groups(settings)
+    groups[name] = process.pid
+    record(settings, groups)
 
 
 def stop_stack(settings, processes):
@@ -78,19 +50,14 @@ def run_make(*arguments, env):
     )
 
 
-def build_archive(model_dir, settings):
-    """Build the project's .mar from `model_dir` into the instance's model store."""
-    build(BuildSettings.from_env({"MODEL_DIR": str(model_dir), "MODEL_STORE": str(settings.model_store)}))
-
-
 @pytest.fixture(scope="module")
 def running_torchserve(tmp_path_factory):
     """Start TorchServe on a model dir; stop every process of it when the module ends."""
     started = []
 
     def start(model_dir):
-        settings = torchserve_settings(tmp_path_factory.mktemp("torchserve"))
-        build_archive(model_dir, settings)
+        settings = private_torchserve(tmp_path_factory.mktemp("torchserve"))
+        build_archive(model_dir, settings.model_store)
         started.append(start_torchserve(settings))
         return settings
 
@@ -104,7 +71,7 @@ def running_torchserve(tmp_path_factory):
 @pytest.fixture(scope="package")
 def serving_model_dir(tiny_model_dir):
     """The trained stand-in when ../shared has it (labels mean something), else the tiny model."""
-    return STANDIN_MODEL_DIR if (STANDIN_MODEL_DIR / "config.json").is_file() else tiny_model_dir
+    return TEST_MODEL_DIR if has_test_model() else tiny_model_dir
 
 
 @pytest.fixture(scope="package")
@@ -114,8 +81,7 @@ def shared_stack(tmp_path_factory, serving_model_dir):
     Modules that stop or kill its servers start their own. Counts read from it must be taken
     as differences: every module using it adds traffic.
     """
-    settings = stack_settings(tmp_path_factory.mktemp("shared-stack"))
-    build_archive(serving_model_dir, settings.torchserve)
-    processes = up(settings)
+    started = []
+    settings = started_stack(tmp_path_factory.mktemp("shared-stack"), serving_model_dir, started)
     yield settings
-    stop_stack(settings, processes.values())
+    stop_stack(settings, started)

@@ -1,7 +1,7 @@
 """The page, in headless Chromium from Debian's packages, against the whole stack through nginx.
 
 Selenium drives /usr/bin/chromium through /usr/bin/chromedriver (both from apt: `chromium`,
-`chromium-driver`; scripts/install-system-deps.sh installs them). Selenium Manager is never
+`chromium-driver`; devtools/install-system-deps.sh installs them). Selenium Manager is never
 asked for anything, so nothing is downloaded. Screenshots go to test-artifacts/ at the repo root.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
+from tests.conftest import PROJECT_DIR, TEST_MODEL_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def webdriver():
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(
             f"needs Debian's {CHROMIUM} and {CHROMEDRIVER}: "
-            "apt-get install chromium chromium-driver (scripts/install-system-deps.sh does it)"
+            "apt-get install chromium chromium-driver (devtools/install-system-deps.sh does it)"
         )
     selenium = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev dependency group)")
     # Belt and braces: with a driver path given Selenium skips its manager; offline it could not fetch either.
@@ -136,7 +136,7 @@ def check_result(result, stack, serving_model_dir):
     assert facade_of(result["page_container_id"], stack) is not None
     assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", result["request_id"])
     assert not result["error_shown"]
-    if serving_model_dir == STANDIN_MODEL_DIR:
+    if serving_model_dir == TEST_MODEL_DIR:
         assert result["label"] == "POSITIVE"
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, start_group, stop_group, wait_until
-from tests.integration.conftest import free_port
+from stack.private import free_port
+from stack.processes import group_members, http_status, start_group, stop_group, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "facade/gunicorn.conf.py"]
 UNLOGGED_TEXT = "do-not-log-this-sentence"
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,7 @@ def facade(tmp_path):
     }
     environ.pop("FACADE_CONTAINER_ID", None)
     log_path = tmp_path / "gunicorn.log"
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    process = start_group([str(gunicorn), "-c", "facade/gunicorn.conf.py"], env=environ, log_path=log_path, cwd=ROOT)
+    process = start_group(GUNICORN, env=environ, log_path=log_path, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(
@@ -150,8 +150,7 @@ def test_gunicorn_removes_its_metrics_folder_when_it_stops(tmp_path):
     environ = {**os.environ, "FACADE_PORT": str(port), "FACADE_WORKERS": "2", "FACADE_THREADS": "2"}
     environ.pop("FACADE_METRICS_DIR", None)
     log_path = tmp_path / "gunicorn.log"
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    process = start_group([str(gunicorn), "-c", "facade/gunicorn.conf.py"], env=environ, log_path=log_path, cwd=ROOT)
+    process = start_group(GUNICORN, env=environ, log_path=log_path, cwd=ROOT)
     try:
         wait_until(
             lambda: http_status(f"http://127.0.0.1:{port}/healthz") == 200,

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bench.abuse import abuse, failures, largest_request
-from scripts.stack import running_groups
+from stack.launcher import running_groups
 
 pytestmark = pytest.mark.integration
 

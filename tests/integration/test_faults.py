@@ -6,7 +6,6 @@ with the documented code), never a hang or an HTML page, and the service serving
 itself afterwards.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import down, running_groups, start_facade, up
-from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.integration.conftest import build_archive, stack_settings, stop_stack
+from stack.launcher import down, running_groups, start_facade, up
+from stack.private import private_stack
+from stack.processes import group_members, http_status, stop_group, wait_until
+from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
+from tests.integration.conftest import record_restarted, started_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -158,14 +158,6 @@ def replaced(settings, pid):
     return pid not in pids and "READY" in pids.values()
 
 
-def record_group(settings, name, process):
-    """Record a restarted server in the stack's state so `down` stops it."""
-    STARTED.append(process)
-    groups = running_groups(settings)
-    groups[name] = process.pid
-    settings.state_file.write_text(json.dumps({"url": settings.url, "groups": groups}))
-
-
 def build_slow_archive(work_dir, model_store):
     """Package SLOW_HANDLER as the model `sentiment` into model_store."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -190,9 +182,7 @@ STARTED = []
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
     """A whole stack serving the real model, for the tests that kill or stop its servers."""
-    settings = stack_settings(tmp_path_factory.mktemp("faults"))
-    build_archive(serving_model_dir, settings.torchserve)
-    STARTED.extend(up(settings).values())
+    settings = started_stack(tmp_path_factory.mktemp("faults"), serving_model_dir, STARTED)
     yield settings
     stop_stack(settings, STARTED)
 
@@ -207,7 +197,7 @@ def slow_archive(tmp_path_factory):
 
 def start_slow_stack(tmp_path, slow_archive, **environ):
     """Start a stack on the slow handler, with extra environment for its servers."""
-    settings = stack_settings(tmp_path)
+    settings = private_stack(tmp_path)
     settings.torchserve.model_store.mkdir(parents=True)
     (settings.torchserve.model_store / "sentiment.mar").symlink_to(slow_archive / "sentiment.mar")
     with pytest.MonkeyPatch.context() as patch:
@@ -252,7 +242,7 @@ def test_a_facade_killed_under_load_fails_at_most_its_requests_in_flight_and_non
     assert len(survivors) == 1
     assert not survivors.pop().endswith(f"-{victim}")
 
-    record_group(stack, f"facade-{victim}", start_facade(stack, victim))
+    record_restarted(stack, f"facade-{victim}", start_facade(stack, victim), STARTED)
     wait_until(
         lambda: http_status(f"http://127.0.0.1:{victim}/healthz") == 200,
         timeout_s=30,
@@ -318,7 +308,7 @@ def test_torchserve_stopped_gives_503_within_the_timeouts_and_recovers_without_a
     assert_json_error(readiness, 503, "backend_unavailable")
     assert ready_s < 2.0 + 1  # FACADE_READY_TIMEOUT_S
 
-    record_group(stack, "torchserve", start_torchserve(stack.torchserve))
+    record_restarted(stack, "torchserve", start_torchserve(stack.torchserve), STARTED)
     wait_until(
         lambda: http_status(stack.url + "readyz") == 200,
         timeout_s=60,

@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
-from scripts.processes import group_members, http_status, wait_until
-from scripts.stack import start_nginx, stop_nginx
-from tests.integration.conftest import free_port
+from stack.launcher import start_nginx, stop_nginx
+from stack.private import free_port
+from stack.processes import group_members, http_status, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk; make soak installs it)")
 def test_a_20_s_soak_at_concurrency_64_has_no_5xx_but_503_and_flat_memory(shared_stack):
-    archive = shared_stack.torchserve.model_store / "sentiment.mar"
-    command = [sys.executable, str(PROJECT_DIR / "bench" / "soak.py"), "--duration", "20", "--sample-interval", "4"]
+    archive = shared_stack.torchserve.model_store / f"{shared_stack.torchserve.model_name}.mar"
+    command = [sys.executable, "-m", "bench.soak", "--duration", "20", "--sample-interval", "4"]
     result = subprocess.run(
         [*command, "--mar", str(archive)], capture_output=True, text=True, timeout=300, check=False, cwd=PROJECT_DIR
     )

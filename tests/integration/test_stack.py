@@ -1,6 +1,5 @@
 """The whole native stack (TorchServe, two Gunicorn facades, nginx) checked through nginx."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,11 +7,12 @@ import sys
 import pytest
 import requests
 
-from scripts.processes import group_members, http_status, stop_group, wait_until
-from scripts.stack import running_groups, start_facade, up
-from scripts.torchserve import start_torchserve, stop_torchserve
-from tests.conftest import PROJECT_DIR, STANDIN_MODEL_DIR
-from tests.integration.conftest import build_archive, run_make, stack_settings, stop_stack
+from stack.launcher import running_groups, start_facade
+from stack.private import private_stack
+from stack.processes import group_members, http_status, stop_group, wait_until
+from stack.torchserve import start_torchserve, stop_torchserve
+from tests.conftest import PROJECT_DIR, TEST_MODEL_DIR
+from tests.integration.conftest import record_restarted, run_make, started_stack, stop_stack
 
 pytestmark = pytest.mark.integration
 
@@ -23,19 +23,9 @@ STARTED = []
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, serving_model_dir):
-    settings = stack_settings(tmp_path_factory.mktemp("stack"))
-    build_archive(serving_model_dir, settings.torchserve)
-    STARTED.extend(up(settings).values())
+    settings = started_stack(tmp_path_factory.mktemp("stack"), serving_model_dir, STARTED)
     yield settings
     stop_stack(settings, STARTED)
-
-
-def replace_group(stack, name, process):
-    """Record a restarted server in the stack's state so `down` stops it."""
-    STARTED.append(process)
-    groups = running_groups(stack)
-    groups[name] = process.pid
-    (stack.run_dir / "stack.json").write_text(json.dumps({"url": stack.url, "groups": groups}))
 
 
 def post(stack, body=None, headers=None):
@@ -132,8 +122,8 @@ def test_health_readiness_and_openapi_are_served(stack):
 
 
 def test_seed_sentences_get_the_right_labels(stack, serving_model_dir):
-    if serving_model_dir != STANDIN_MODEL_DIR:
-        pytest.skip(f"needs the trained stand-in model at {STANDIN_MODEL_DIR}")
+    if serving_model_dir != TEST_MODEL_DIR:
+        pytest.skip(f"needs the trained stand-in model at {TEST_MODEL_DIR}")
     assert post(stack, {"text": "It is worth it"}).json()["label"] == "POSITIVE"
     assert post(stack, {"text": "It is a waste of time and money"}).json()["label"] == "NEGATIVE"
 
@@ -162,7 +152,7 @@ def test_torchserve_stopped_gives_503_with_retry_after_then_recovers(stack):
     assert down_answer.json()["error"]["code"] == "backend_unavailable"
     assert requests.get(stack.url + "readyz", timeout=10).status_code == 503
 
-    replace_group(stack, "torchserve", start_torchserve(stack.torchserve))
+    record_restarted(stack, "torchserve", start_torchserve(stack.torchserve), STARTED)
     wait_until(
         lambda: http_status(stack.url + "readyz") == 200,
         timeout_s=30,
@@ -183,7 +173,7 @@ def test_a_killed_facade_is_routed_around(stack):
     assert {answer.json()["container_id"] for answer in answers} == {answers[0].json()["container_id"]}
 
     # Bring it back so the stack is whole for `down`.
-    replace_group(stack, f"facade-{victim_port}", start_facade(stack, victim_port))
+    record_restarted(stack, f"facade-{victim_port}", start_facade(stack, victim_port), STARTED)
     wait_until(
         lambda: http_status(f"http://127.0.0.1:{victim_port}/healthz") == 200,
         timeout_s=20,
@@ -193,7 +183,7 @@ def test_a_killed_facade_is_routed_around(stack):
 
 
 def test_make_up_then_make_down_leaves_no_process(tmp_path, tiny_model_dir):
-    settings = stack_settings(tmp_path)
+    settings = private_stack(tmp_path)
     env = {
         **os.environ,
         "MODEL_DIR": str(tiny_model_dir),

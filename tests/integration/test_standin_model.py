@@ -23,7 +23,7 @@ def classify(settings, texts):
     # Several 32-text requests at once exceed one batch's token budget (max_request_tokens): the
     # handler answers the rest 503 busy at once, and a client retries them, as this one does.
     for _ in range(20):
-        response = requests.post(f"{settings.inference_url}/predictions/sentiment", json={"texts": texts}, timeout=60)
+        response = requests.post(settings.predictions_url, json={"texts": texts}, timeout=60)
         if response.status_code != 503 or response.json()["error"]["code"] != "busy":
             break
         time.sleep(0.2)
@@ -36,7 +36,7 @@ def classify(settings, texts):
     [("It is worth it", "POSITIVE"), ("It is a waste of time and money", "NEGATIVE")],
 )
 def test_seed_sentences_get_the_right_label(torchserve, text, label):
-    response = requests.post(f"{torchserve.inference_url}/predictions/sentiment", json={"text": text}, timeout=30)
+    response = requests.post(torchserve.predictions_url, json={"text": text}, timeout=30)
     assert response.status_code == 200
     assert response.json()["label"] == label
     assert response.json()["score"] > 0.5

@@ -10,9 +10,10 @@ import pytest
 import requests
 from transformers import pipeline
 
-from scripts.processes import group_members
-from scripts.torchserve import ready_worker_count, start_torchserve, stop_torchserve
-from tests.integration.conftest import build_archive, run_make, torchserve_settings
+from stack.private import build_archive, private_torchserve
+from stack.processes import group_members
+from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
+from tests.integration.conftest import run_make
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def reference(tiny_model_dir):
 
 
 def predict(settings, body):
-    return requests.post(f"{settings.inference_url}/predictions/sentiment", json=body, timeout=30)
+    return requests.post(settings.predictions_url, json=body, timeout=30)
 
 
 def test_one_text_is_classified_like_the_pipeline(torchserve, reference):
@@ -116,8 +117,8 @@ def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):
 
 
 def test_stopping_leaves_no_launcher_java_or_worker_process(tmp_path, tiny_model_dir):
-    settings = torchserve_settings(tmp_path)
-    build_archive(tiny_model_dir, settings)
+    settings = private_torchserve(tmp_path)
+    build_archive(tiny_model_dir, settings.model_store)
     process = start_torchserve(settings)
     members = group_members(process.pid)
     assert len(members) >= 3  # launcher, Java frontend, one Python worker

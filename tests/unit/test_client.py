@@ -301,7 +301,7 @@ def test_unreadable_file_exits_2(tmp_path, capsys):
 
 def published_ports():
     """Return {where: the default port nginx is published on} for every way of starting the service."""
-    from scripts.stack import StackSettings
+    from stack.launcher import StackSettings
     from tests.conftest import PROJECT_DIR
 
     def default_in(path, pattern):

@@ -25,9 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from devtools.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
 from facade.settings import Settings
-from scripts.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
-from scripts.stack import size_label
+from stack.launcher import size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import STANDIN_BASES
 
@@ -141,7 +141,7 @@ def test_every_nginx_placeholder_has_a_default_in_the_dockerfile():
     missing = placeholders - set(env_defaults("nginx"))
     assert not missing, (
         f"nginx/nginx.conf.template uses {sorted(missing)}, but the Dockerfile's nginx stage has no "
-        "ENV default for them: add `NAME=default` to its ENV (the native default is in scripts/stack.py)"
+        "ENV default for them: add `NAME=default` to its ENV (the native default is in stack/launcher.py)"
     )
 
 
@@ -330,7 +330,7 @@ def test_every_compose_service_is_locked_down():
 
 
 def test_compose_passes_every_nginx_tunable_on_when_set_and_keeps_the_image_default_otherwise():
-    from scripts.stack import NGINX_SETTINGS
+    from stack.launcher import NGINX_SETTINGS
 
     environment = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["nginx"]["environment"]
     # A key without a value: Compose passes the variable from the environment or .env only when it

@@ -116,7 +116,7 @@ def test_the_overlays_are_the_base_plus_workers_and_a_gpu():
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert gpu["image"].endswith(":cuda")
     workers = container(documents(KUBERNETES_DIR / "overlays" / "workers"), "torchserve", "torchserve")
-    assert "scale_workers.py 2" in " ".join(workers["lifecycle"]["postStart"]["exec"]["command"])
+    assert "python -m tools.scale_workers 2" in " ".join(workers["lifecycle"]["postStart"]["exec"]["command"])
 
 
 def test_checkov_fails_no_check_and_every_skipped_check_says_why(tmp_path):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from scripts.processes import StartupError, wait_until
-from scripts.stack import StackSettings, bound_ports, check_ports
+from stack.launcher import StackSettings, bound_ports, check_ports
+from stack.processes import StartupError, wait_until
 
 
 def test_every_port_the_stack_binds_has_a_setting_that_moves_it():

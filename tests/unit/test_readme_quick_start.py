@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import PROJECT_DIR
-from tests.support.readme import readme_commands
+from tests.readme import readme_commands
 
 
 def test_readme_marks_the_quick_start_that_the_clean_machine_test_runs():

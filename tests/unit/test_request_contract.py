@@ -14,6 +14,7 @@ import pytest
 from facade.errors import ServiceError
 from facade.settings import Settings
 from facade.validation import texts_from_json
+
 from sentiment_requests import InvalidRequestError, parse_request
 
 BAD_BODIES = [

@@ -1,7 +1,6 @@
 """TorchServeClient against a stand-in TorchServe on a loopback port."""
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +10,7 @@ import pytest
 from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
+from stack.private import free_port
 
 NO_WORKER = {
     "code": 503,
@@ -114,12 +114,6 @@ def ts_client(torchserve):
     client = TorchServeClient(settings)
     yield client
     client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_classify_posts_texts_and_request_id_and_returns_results_in_order(torchserve, ts_client):

@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from facade.tokens import LIMIT_TRUSTED_S, TokenLimits, tokens_at_least
-from tests.conftest import STANDIN_MODEL_DIR
+from tests.conftest import TEST_MODEL_DIR
 
 HOSTILE = [
     "It is worth it",
@@ -25,7 +25,7 @@ HOSTILE = [
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     """The stand-in's real uncased WordPiece tokenizer when ../shared has it, else the tiny model's."""
-    model_dir = STANDIN_MODEL_DIR if (STANDIN_MODEL_DIR / "vocab.txt").is_file() else tiny_model_dir
+    model_dir = TEST_MODEL_DIR if (TEST_MODEL_DIR / "vocab.txt").is_file() else tiny_model_dir
     return AutoTokenizer.from_pretrained(str(model_dir))
 
 

@@ -50,7 +50,7 @@ class FakeContext:
 @pytest.fixture(scope="session")
 def tiny_archive_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model as an onnx archive unpacks: its files plus model.onnx from the project's export."""
-    from onnx_export import export_onnx
+    from tools.onnx_export import export_onnx
 
     target = tmp_path_factory.mktemp("tiny-archive")
     for path in tiny_model_dir.iterdir():

@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import pipeline
 
-from sentiment_handler import SentimentHandler
 from tests.unit.handler.conftest import FakeContext
+
+from sentiment_handler import SentimentHandler
 
 SHORT = "it is worth it"
 LONGER = "this movie was a waste of time and money , the plot was boring and the acting was awful"

@@ -79,7 +79,7 @@ def test_the_export_keeps_its_scratch_files_next_to_the_target_not_in_tmp(tiny_m
     # Compose's model job has a 64 MB tmpfs /tmp; a DistilBERT export is 268 MB.
     import tempfile
 
-    from onnx_export import export_onnx
+    from tools.onnx_export import export_onnx
 
     unusable = tmp_path / "no-such-tmp"
     before = tempfile.tempdir

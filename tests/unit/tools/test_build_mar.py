@@ -11,8 +11,8 @@ import zipfile
 import pytest
 import yaml
 
-from build_mar import BuildError, BuildSettings, build, model_files
 from tests.conftest import PROJECT_DIR
+from tools.build_mar import BuildError, BuildSettings, build, model_files
 
 
 def settings_for(model_dir, store, **environ):
@@ -107,7 +107,8 @@ def test_unreachable_hub_fails_within_seconds_naming_model_dir_and_leaves_nothin
     }
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "tools" / "build_mar.py")],
+        [sys.executable, "-m", "tools.build_mar"],
+        cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
         text=True,

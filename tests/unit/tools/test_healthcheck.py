@@ -2,8 +2,8 @@
 
 import requests
 
-import healthcheck
-from scale_workers import ScaleError
+from tools import healthcheck
+from tools.scale_workers import ScaleError
 
 
 def describing(workers=None, error=None):

@@ -3,9 +3,9 @@
 import json
 import zipfile
 
-import build_mar
-from build_mar import BuildError
-from prepare_store import main, prepare
+from tools import build_mar
+from tools.build_mar import BuildError
+from tools.prepare_store import main, prepare
 
 
 def env_for(store, source, **extra):

@@ -1,8 +1,8 @@
 """config.properties is the one home of TorchServe's ports and model name; the rest read it."""
 
-from scale_workers import default_management_url, default_model_name
-from scripts.stack import StackSettings
-from torchserve_config import CONFIG_FILE, local_url, model_name, properties
+from stack.launcher import StackSettings
+from tools.scale_workers import default_management_url, default_model_name
+from tools.torchserve_config import CONFIG_FILE, local_url, model_name, properties
 
 
 def test_the_launcher_serves_the_ports_and_model_that_config_properties_names():

@@ -2,12 +2,12 @@
 # Installs the system packages of one set, only where they are missing. Needs root (or sudo) on a
 # Debian/Ubuntu host.
 #
-#   scripts/install-system-deps.sh service PYTHON
+#   devtools/install-system-deps.sh service PYTHON
 #       what the native stack needs (`make install`): a Java runtime of version 17 or later for
 #       TorchServe (the suite's openjdk-17 where it has one, as Debian 12 and Ubuntu 24.04 do, else
 #       openjdk-21, as on Debian 13), nginx, procps (TorchServe's frontend runs `kill` to stop a
 #       worker), and the venv module of PYTHON (Debian splits it into python3.X-venv)
-#   scripts/install-system-deps.sh test
+#   devtools/install-system-deps.sh test
 #       what the tests and load tools add (`make install-dev`): wrk, and headless Chromium with its
 #       WebDriver
 set -euo pipefail

@@ -1,15 +1,15 @@
 """Run TorchServe natively with the project's config.properties (used by `make up` and tests)."""
 
-import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.processes import start_group, stop_group, wait_until
+import requests
+
+from stack.processes import start_group, stop_group, wait_until
 from tools import torchserve_config
+from tools.scale_workers import ScaleError, describe_model, ready_workers
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The defaults are config.properties' own: TorchServe's file is the one home of its ports and model name.
@@ -35,6 +35,11 @@ class TorchServeSettings:
     def inference_url(self):
         """Return the base URL of the inference API."""
         return f"http://127.0.0.1:{self.inference_port}"
+
+    @property
+    def predictions_url(self):
+        """Return the URL that classifies with the served model (POST)."""
+        return f"{self.inference_url}/predictions/{self.model_name}"
 
     @property
     def management_url(self):
@@ -88,13 +93,11 @@ def torchserve_command(settings):
 
 def ready_worker_count(settings, timeout_s=2.0):
     """Return how many workers of the model are READY (0 when TorchServe does not answer)."""
-    url = f"{settings.management_url}/models/{settings.model_name}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
-            description = json.load(response)[0]
-    except (urllib.error.URLError, OSError, ValueError, IndexError):
+        description = describe_model(settings.management_url, settings.model_name, timeout_s)
+    except (ScaleError, requests.RequestException, ValueError, LookupError):
         return 0
-    return sum(worker["status"] == "READY" for worker in description["workers"])
+    return len(ready_workers(description))
 
 
 def start_torchserve(settings, timeout_s=180.0, progress_every_s=None):

@@ -1,18 +1,20 @@
 """Native launcher: TorchServe, REPLICAS Gunicorn facades and nginx on 127.0.0.1.
 
-Usage: python scripts/stack.py up|down|status|logs
+Usage: python -m stack up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
 FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
 TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT,
 TORCHSERVE_GRPC_INFERENCE_PORT, TORCHSERVE_GRPC_MANAGEMENT_PORT (defaults: config.properties'
-addresses and ports; `up` names each one that is taken), RUN_DIR=run, LOG_DIR=logs, START_TIMEOUT_S=180. The FACADE_*
-variables reach every facade; nginx's body limit is the facade's max_body_bytes.
+addresses and ports; `up` names each one that is taken), RUN_DIR=run, LOG_DIR=logs,
+START_TIMEOUT_S=180. The FACADE_* variables reach every facade; nginx's body limit is the facade's
+max_body_bytes, and its wait for a facade's answer follows the facade's read timeout.
 Each server runs as its own process group; `down` stops every process
 of every group it started (launchers, Java, workers, masters) and is safe to run twice.
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -23,13 +25,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from facade.settings import Settings as FacadeSettings
 from facade.settings import SettingsError
-from scripts.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
-from scripts.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
+from stack.processes import StartupError, group_members, http_status, start_group, stop_group, wait_until
+from stack.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
 # How often `make up` says what it still waits for while the model loads.
@@ -124,6 +123,7 @@ def facade_env(settings, port, base_env=os.environ):
         "FACADE_PORT": str(port),
         "FACADE_TORCHSERVE_URL": settings.torchserve.inference_url,
         "FACADE_TORCHSERVE_MANAGEMENT_URL": settings.torchserve.management_url,
+        "FACADE_MODEL_NAME": settings.torchserve.model_name,
         # Replicas share one host (which may itself be a container): name each by its port.
         "FACADE_CONTAINER_ID": base_env.get("FACADE_CONTAINER_ID") or f"{socket.gethostname()}-{port}",
     }
@@ -131,9 +131,8 @@ def facade_env(settings, port, base_env=os.environ):
 
 def start_facade(settings, port):
     """Start one Gunicorn facade on `port`; return the Popen (not yet waited for)."""
-    gunicorn = Path(sys.executable).parent / "gunicorn"
     return start_group(
-        [str(gunicorn), "-c", str(PROJECT_DIR / "facade" / "gunicorn.conf.py")],
+        [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_DIR / "facade" / "gunicorn.conf.py")],
         env=facade_env(settings, port),
         log_path=settings.log_dir / f"facade-{port}.log",
         cwd=PROJECT_DIR,
@@ -164,6 +163,13 @@ def size_label(size_bytes):
     return f"{size_bytes} bytes"
 
 
+def proxy_read_timeout(facade):
+    """Return how long nginx waits for a facade's answer: twice the facade's read timeout, and never
+    under the facade's longest answer (the read timeout, a retry included, plus connecting twice),
+    so that the facade's own JSON 504 always comes first."""
+    return f"{math.ceil(max(2 * facade.read_timeout_s, 2 * facade.connect_timeout_s + facade.read_timeout_s + 1))}s"
+
+
 def nginx_config(settings):
     """Write the nginx config of this stack under the run dir; return its path."""
     nginx_run = settings.run_dir / "nginx"
@@ -182,6 +188,7 @@ def nginx_config(settings):
         # nginx refuses what the facade would refuse anyway, before it reaches a facade.
         "NGINX_MAX_BODY_SIZE": str(settings.facade.max_body_bytes),
         "NGINX_MAX_BODY_LABEL": size_label(settings.facade.max_body_bytes),
+        "NGINX_PROXY_READ_TIMEOUT": proxy_read_timeout(settings.facade),
         "NGINX_TOPOLOGY_CONF": str(topology),
         "NGINX_LISTEN": f"127.0.0.1:{settings.http_port}",
         **nginx_settings(),
@@ -297,10 +304,10 @@ def up(settings):
     return processes
 
 
-def stop_nginx(pgid):
+def stop_nginx(pgid, timeout_s=35.0):
     """Stop nginx gracefully: SIGQUIT lets requests in flight finish (SIGTERM would drop them)."""
-    # worker_shutdown_timeout (30 s) bounds the wait; SIGKILL only if even that is exceeded.
-    return stop_group(pgid, timeout_s=35.0, stop_signal=signal.SIGQUIT)
+    # worker_shutdown_timeout (proxy_read_timeout) bounds the wait; SIGKILL only if it is exceeded.
+    return stop_group(pgid, timeout_s=timeout_s, stop_signal=signal.SIGQUIT)
 
 
 def down(settings, quiet=False):
@@ -312,7 +319,8 @@ def down(settings, quiet=False):
     """
     groups = running_groups(settings)
     order = sorted(groups, key=lambda name: (name != "nginx", name == "torchserve"))
-    stoppers = {"nginx": stop_nginx, "torchserve": stop_torchserve}
+    shutdown_s = int(proxy_read_timeout(settings.facade).removesuffix("s")) + 5
+    stoppers = {"nginx": lambda pgid: stop_nginx(pgid, shutdown_s), "torchserve": stop_torchserve}
     leftovers = {}
     for name in order:
         if not stoppers.get(name, stop_group)(groups[name]):
