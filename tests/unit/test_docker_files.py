@@ -329,20 +329,19 @@ def test_every_compose_service_is_locked_down():
     assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
 
 
-def test_compose_passes_every_nginx_tunable_on_when_set_and_keeps_the_image_default_otherwise():
+def test_compose_passes_every_nginx_tunable_on_with_the_images_default():
     from stack.launcher import NGINX_SETTINGS
 
     environment = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["nginx"]["environment"]
-    # A key without a value: Compose passes the variable from the environment or .env only when it
-    # is set, so an unset one leaves the Dockerfile's ENV default in place.
-    assert {name: environment.get(name, "missing") for name in NGINX_SETTINGS} == dict.fromkeys(NGINX_SETTINGS)
-    assert set(NGINX_SETTINGS) <= set(env_defaults("nginx"))
+    image_defaults = env_defaults("nginx")
+    assert {name: environment.get(name) for name in NGINX_SETTINGS} == {
+        name: f"${{{name}:-{image_defaults[name]}}}" for name in NGINX_SETTINGS
+    }
 
 
-def test_compose_hands_a_hugging_face_token_to_the_model_job_only_when_set():
+def test_compose_hands_a_hugging_face_token_to_the_model_job_only():
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
-    assert "HF_TOKEN" in services["model"]["environment"]
-    assert services["model"]["environment"]["HF_TOKEN"] is None
+    assert services["model"]["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}"  # noqa: S105 (a reference, not a secret)
     assert all(
         "HF_TOKEN" not in (service.get("environment") or {}) for name, service in services.items() if name != "model"
     )
