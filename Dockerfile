@@ -13,12 +13,16 @@
 # tools/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
 # from pyproject.toml), except the CPU torch wheel, pinned by version (see the torchserve build).
 # docker-compose.yml adds read-only root filesystems, memory limits and no capabilities.
-# Base images are build arguments: the official python:3.11-slim and debian:bookworm-slim by
-# default. An air-gapped host names its own instead, e.g. the local stand-ins that
-# .ci/build-base-images.sh makes (`make docker-up OFFLINE_BASES=1`, or
-# `docker build --build-arg PYTHON_IMAGE=sentiment-local/python:3.11-slim ...`).
+# Base images are build arguments: the official python:3.11-slim-bookworm and debian:bookworm-slim by
+# default, named with their Debian suite (a suite-less tag moves to the next Debian when Docker Hub
+# does: Java 17 and the locks' glibc are bookworm's; docs/docker.md says why bookworm). These two
+# defaults are the one place that names them: .ci/build-base-images.sh reads its stand-ins' suite
+# and Python from them. An air-gapped host names its own instead, e.g. those local stand-ins
+# (`make docker-up OFFLINE_BASES=1`, or
+# `docker build --build-arg PYTHON_IMAGE=sentiment-local/python:3.11-slim-bookworm ...`), or pins
+# a digest (python:3.11-slim-bookworm@sha256:...).
 # The locks carry the wheels of linux/amd64 and linux/arm64 (CPython 3.11, glibc 2.36).
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # ----------------------------------------------------------------------------------------- nginx
