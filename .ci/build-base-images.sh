@@ -71,7 +71,7 @@ while [ $# -gt 0 ]; do
         --force) FORCE=1 ;;
         --refresh-rootfs) REFRESH=1 ;;
         --print-tags) PRINT_TAGS=1 ;;
-        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-base-images: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
