@@ -13,12 +13,16 @@
 # tools/requirements.lock: exact versions and the sha256 of every file; `make lock` writes them
 # from pyproject.toml), except the CPU torch wheel, pinned by version (see the torchserve build).
 # docker-compose.yml adds read-only root filesystems, memory limits and no capabilities.
-# Base images are build arguments: the official python:3.11-slim and debian:bookworm-slim by
-# default. An air-gapped host names its own instead, e.g. the local stand-ins that
-# .ci/build-base-images.sh makes (`make docker-up OFFLINE_BASES=1`, or
-# `docker build --build-arg PYTHON_IMAGE=sentiment-local/python:3.11-slim ...`).
+# Base images are build arguments: the official python:3.11-slim-bookworm and debian:bookworm-slim by
+# default, named with their Debian suite (a suite-less tag moves to the next Debian when Docker Hub
+# does: Java 17 and the locks' glibc are bookworm's; docs/docker.md says why bookworm). These two
+# defaults are the one place that names them: .ci/build-base-images.sh reads its stand-ins' suite
+# and Python from them. An air-gapped host names its own instead, e.g. those local stand-ins
+# (`make docker-up OFFLINE_BASES=1`, or
+# `docker build --build-arg PYTHON_IMAGE=sentiment-local/python:3.11-slim-bookworm ...`), or pins
+# a digest (python:3.11-slim-bookworm@sha256:...).
 # The locks carry the wheels of linux/amd64 and linux/arm64 (CPython 3.11, glibc 2.36).
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # ----------------------------------------------------------------------------------------- nginx
@@ -127,6 +131,9 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # cuda: a GPU build for deploy/kubernetes/overlays/gpu (untested here: no GPU). torch then comes
 # with its nvidia-* libraries, unhashed, from TORCH_INDEX_URL (a CUDA index such as
 # https://download.pytorch.org/whl/cu126); everything else still from the lock.
+# none: no torch at all. Only for CI's linux/arm64 build under emulation, where no aarch64 CPU
+# wheel can be had (PyPI's is a CUDA build) and torch could not run anyway; such an image cannot
+# serve (the handler imports torch), it proves the rest of the build for that platform.
 ARG TORCH_VARIANT=cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -136,7 +143,10 @@ RUN python -m venv /opt/venv
 COPY wheels/ /tmp/wheels/
 RUN set -eux; \
     pip=/opt/venv/bin/pip; \
-    if [ "$TORCH_VARIANT" = cuda ]; then \
+    case "$TORCH_VARIANT" in cpu|cuda|none) ;; *) echo "error: TORCH_VARIANT=$TORCH_VARIANT (cpu, cuda or none)" >&2; exit 1 ;; esac; \
+    if [ "$TORCH_VARIANT" = none ]; then \
+        echo "torch: none (TORCH_VARIANT=none: this image cannot serve)"; \
+    elif [ "$TORCH_VARIANT" = cuda ]; then \
         echo "torch: CUDA build from $TORCH_INDEX_URL"; \
         "$pip" install --quiet --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     # Only a wheel for this build's architecture counts (wheels/ may hold another machine's).
@@ -158,17 +168,20 @@ RUN set -eux; \
     # Every requirement of every installed distribution (torch's included) is satisfied; a CUDA
     # build of torch would fail here already, for want of its nvidia-* libraries.
     /opt/venv/bin/pip check; \
-    if [ "$TORCH_VARIANT" != cuda ]; then \
+    if [ "$TORCH_VARIANT" = cpu ]; then \
         /opt/venv/bin/python -W ignore -c "import sys, torch; sys.exit(None if torch.version.cuda is None else 'refusing a CUDA build of torch (' + torch.__version__ + '): use the CPU wheel index or a CPU wheel in wheels/')"; \
         if /opt/venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "error: CUDA libraries got installed" >&2; exit 1; fi; \
     fi; \
     /opt/venv/bin/pip uninstall --quiet --yes pip; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
-    # What inference never uses: C++ headers and test binaries/libraries shipped in the torch wheel.
-    rm -rf "$site"/torch/include "$site"/torch/test "$site"/torch/lib/libtorchbind_test.so \
-           "$site"/torch/lib/libaoti_custom_ops.so "$site"/torch/bin/protoc* ; \
-    find "$site"/torch/bin -maxdepth 1 -type f ! -name torch_shm_manager -delete; \
-    /opt/venv/bin/python -c "import torch, transformers, ts, model_archiver; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+    if [ "$TORCH_VARIANT" != none ]; then \
+        # What inference never uses: C++ headers and test binaries/libraries shipped in the torch wheel.
+        rm -rf "$site"/torch/include "$site"/torch/test "$site"/torch/lib/libtorchbind_test.so \
+               "$site"/torch/lib/libaoti_custom_ops.so "$site"/torch/bin/protoc* ; \
+        find "$site"/torch/bin -maxdepth 1 -type f ! -name torch_shm_manager -delete; \
+        /opt/venv/bin/python -c "import torch; print('torch', torch.__version__)"; \
+    fi; \
+    /opt/venv/bin/python -c "import transformers, ts, model_archiver; print('transformers', transformers.__version__)"
 
 # ------------------------------------------------------------------------------------ torchserve
 # TorchServe (Java 17 frontend + Python workers) serving model-store/sentiment.mar. The same image

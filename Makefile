@@ -172,17 +172,16 @@ COMPOSE ?= $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; 
 SCALE ?= 2
 DOCKER_WAIT_S ?= 300
 # Base images: the Dockerfile's PYTHON_IMAGE and DEBIAN_IMAGE build arguments, which Compose passes
-# from the environment or .env (defaults: the official images). OFFLINE_BASES=1 builds on local
-# stand-ins instead, made under their own names by .ci/build-base-images.sh (root, Debian; for
-# hosts without a registry, such as the CI's).
+# from the environment or .env (defaults: the official images, named in the Dockerfile). OFFLINE_BASES=1
+# builds on local stand-ins instead, made under their own names by .ci/build-base-images.sh (root,
+# Debian; for hosts without a registry, such as the CI's), which also names them.
 OFFLINE_BASES ?=
-STANDIN_PYTHON_IMAGE := sentiment-local/python:3.11-slim
-STANDIN_DEBIAN_IMAGE := sentiment-local/debian:bookworm-slim
+STANDIN_BASES = $(shell bash .ci/build-base-images.sh --print-tags)
 WHEEL_PIP = $(if $(wildcard $(BIN)/pip),$(BIN)/pip,$(PYTHON) -m pip)
 # Compose resolves a relative bind-mount path against the compose file's dir and takes a bare name
 # for a volume: hand it an absolute MODEL_DIR.
 DOCKER_ENV = MODEL_DIR=$(if $(MODEL_DIR),$(abspath $(MODEL_DIR)),) \
-    $(if $(filter 1,$(OFFLINE_BASES)),PYTHON_IMAGE=$(STANDIN_PYTHON_IMAGE) DEBIAN_IMAGE=$(STANDIN_DEBIAN_IMAGE),)
+    $(if $(filter 1,$(OFFLINE_BASES)),$(STANDIN_BASES),)
 
 .PHONY: docker-engine
 docker-engine: ## Start a Docker engine on a Debian host without systemd (apt-installs docker.io if missing; root; CI)
@@ -215,12 +214,12 @@ endif
 	done
 
 .PHONY: docker-wheels
-docker-wheels: ## Put the CPU torch wheel into wheels/ for offline image builds (from pip's local find-links, or with TORCH_INDEX_URL=)
+docker-wheels: ## Put this machine's CPU torch wheel into wheels/ for offline image builds (from pip's local find-links, or with TORCH_INDEX_URL=)
 	@mkdir -p wheels; \
-	if ls wheels/torch-$(TORCH_VERSION)*.whl >/dev/null 2>&1; then \
-	    echo "wheels/ already holds $$(cd wheels && ls torch-$(TORCH_VERSION)*.whl)"; \
+	if ls wheels/torch-$(TORCH_VERSION)*_$$(uname -m).whl >/dev/null 2>&1; then \
+	    echo "wheels/ already holds $$(cd wheels && ls torch-$(TORCH_VERSION)*_$$(uname -m).whl)"; \
 	elif $(WHEEL_PIP) download --quiet --no-deps --no-index torch==$(TORCH_VERSION) -d wheels >/dev/null 2>&1; then \
-	    echo "wheels/: copied $$(cd wheels && ls torch-$(TORCH_VERSION)*.whl) from pip's local find-links"; \
+	    echo "wheels/: copied $$(cd wheels && ls torch-$(TORCH_VERSION)*_$$(uname -m).whl) from pip's local find-links"; \
 	elif [ -z "$(TORCH_INDEX_URL)" ]; then \
 	    $(WHEEL_PIP) download --quiet --no-deps torch==$(TORCH_VERSION) -d wheels; \
 	else \

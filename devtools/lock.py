@@ -6,7 +6,7 @@
 
 The resolver is uv's (`uv pip compile`, pinned in pyproject.toml's dev group), run once per image
 platform in PLATFORMS (linux/amd64 and linux/arm64: CPython 3.11 on glibc 2.36, i.e. Debian
-bookworm as in python:3.11-slim; wheels only; PyPI), with no uv configuration, so nothing installed
+bookworm as in python:3.11-slim-bookworm; wheels only; PyPI), with no uv configuration, so nothing installed
 here and no local index or wheelhouse can leak into a lock. Both platforms must resolve to the
 same versions. Each pin then carries the sha256 of every wheel that either platform may install,
 and a comment under it names each of those files: a reader, and tests/unit/test_docker_files.py,
@@ -47,7 +47,7 @@ DEFAULT_TORCH_VERSION = "2.13.0"
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 PYTHON_VERSION = "3.11"
 # The images' platforms (Docker's name -> machine), on glibc 2.36: Debian bookworm's, the base of
-# python:3.11-slim.
+# python:3.11-slim-bookworm.
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 GLIBC_MINOR = 36
 # Distributions that only a CUDA build of torch depends on.

@@ -26,11 +26,18 @@ import requests
 from stack.private import free_port
 from tests.conftest import PROJECT_DIR
 
+BASE_IMAGES_SCRIPT = PROJECT_DIR / ".ci" / "build-base-images.sh"
+
+
+def standin_bases(arch=None):
+    """Return {build argument: stand-in tag} as .ci/build-base-images.sh names them (for `arch`)."""
+    command = ["bash", str(BASE_IMAGES_SCRIPT), "--print-tags", *(["--arch", arch] if arch else [])]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+    return dict(pair.split("=", 1) for pair in printed.split())
+
+
 # The Dockerfile's base-image build arguments -> the stand-ins .ci/build-base-images.sh makes.
-STANDIN_BASES = {
-    "PYTHON_IMAGE": "sentiment-local/python:3.11-slim",
-    "DEBIAN_IMAGE": "sentiment-local/debian:bookworm-slim",
-}
+STANDIN_BASES = standin_bases()
 # What these tests build on: base images the environment names, else the stand-ins.
 BASES = {arg: os.environ.get(arg) or standin for arg, standin in STANDIN_BASES.items()}
 BASE_IMAGES = {"sentiment-torchserve": BASES["PYTHON_IMAGE"], "sentiment-facade": BASES["PYTHON_IMAGE"]}

@@ -84,7 +84,8 @@ def test_every_service_is_healthy_and_the_model_job_succeeded(stack):
     for service in ("torchserve", "app", "nginx"):
         for cid in stack.container_ids(service):
             assert stack.inspect(cid)["State"]["Health"]["Status"] == "healthy", service
-    (model,) = stack.compose_run("ps", "-q", "model").stdout.split()
+    # -a: Compose v2 lists only running containers without it (1.29 listed all)
+    (model,) = stack.compose_run("ps", "-a", "-q", "model").stdout.split()
     state = stack.inspect(model)["State"]
     assert (state["Status"], state["ExitCode"]) == ("exited", 0)
 
