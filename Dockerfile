@@ -81,12 +81,15 @@ ENTRYPOINT ["/usr/local/bin/sentiment-nginx-entrypoint"]
 # set complete. The lock comes from pyproject.toml's `facade` group (devtools/lock.py, `make lock`).
 FROM ${PYTHON_IMAGE} AS facade-build
 
+# pip names each file it fetches and installs (no progress bars: a build log shows them as noise),
+# so a long install is never minutes of silence.
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_PROGRESS_BAR=off
 COPY facade/requirements.lock /tmp/requirements.lock
 RUN set -eux; \
     python -m venv /opt/venv; \
-    /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock; \
+    /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock; \
     /opt/venv/bin/pip check; \
     # No installer in the final image (nor the venv's setuptools, which nothing here uses).
     /opt/venv/bin/pip uninstall --quiet --yes pip setuptools; \
@@ -136,8 +139,11 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # serve (the handler imports torch), it proves the rest of the build for that platform.
 ARG TORCH_VARIANT=cpu
 
+# pip names each file it fetches and installs (no progress bars: a build log shows them as noise),
+# so a long install is never minutes of silence.
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_PROGRESS_BAR=off
 RUN python -m venv /opt/venv
 
 COPY wheels/ /tmp/wheels/
@@ -148,14 +154,14 @@ RUN set -eux; \
         echo "torch: none (TORCH_VARIANT=none: this image cannot serve)"; \
     elif [ "$TORCH_VARIANT" = cuda ]; then \
         echo "torch: CUDA build from $TORCH_INDEX_URL"; \
-        "$pip" install --quiet --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
+        "$pip" install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     # Only a wheel for this build's architecture counts (wheels/ may hold another machine's).
     elif ls /tmp/wheels/torch-"$TORCH_VERSION"*_"$(uname -m)".whl >/dev/null 2>&1; then \
         echo "torch: from the build context's wheels/ (offline)"; \
-        "$pip" install --quiet --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
+        "$pip" install --no-index --no-deps --find-links /tmp/wheels "torch==$TORCH_VERSION"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
         echo "torch: from $TORCH_INDEX_URL"; \
-        "$pip" install --quiet --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
+        "$pip" install --no-deps --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
     else \
         echo "error: TORCH_INDEX_URL is empty and wheels/ holds no torch-$TORCH_VERSION wheel for $(uname -m);" \
              "run 'make docker-wheels' or set TORCH_INDEX_URL to a CPU wheel index" >&2; \
@@ -164,7 +170,7 @@ RUN set -eux; \
 
 COPY tools/requirements.lock /tmp/requirements.lock
 RUN set -eux; \
-    /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r /tmp/requirements.lock; \
+    /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock; \
     # Every requirement of every installed distribution (torch's included) is satisfied; a CUDA
     # build of torch would fail here already, for want of its nvidia-* libraries.
     /opt/venv/bin/pip check; \
