@@ -27,8 +27,8 @@ NGINX_READ_TIMEOUT_S = int(proxy_read_timeout(FACADE).removesuffix("s"))
 
 class CountingFacade(BaseHTTPRequestHandler):
     """Answers GET at once; a POST is counted, then handled as the server's `mode` says:
-    "answer" (200 JSON), "stall" (no answer for longer than nginx waits) or "reset" (the
-    connection closes after the request was read, without an answer)."""
+    "answer" (200 JSON), "stall" (no answer for longer than nginx waits, then the connection
+    closes) or "reset" (the connection closes after the request was read, without an answer)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -40,8 +40,8 @@ class CountingFacade(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.posts += 1
         if self.server.mode == "stall":
-            time.sleep(NGINX_READ_TIMEOUT_S + 2)
-        if self.server.mode == "reset":
+            time.sleep(NGINX_READ_TIMEOUT_S + 2)  # nginx has given up by now: nobody to answer
+        if self.server.mode in ("stall", "reset"):
             self.close_connection = True
             return
         self.answer(200, {"label": "POSITIVE", "score": 0.9, "container_id": self.server.name})
