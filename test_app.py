@@ -8,16 +8,22 @@ Examples:
   python test_app.py --json --text "What a film"      # one JSON object per text
   python test_app.py --requests 200 --concurrency 8   # a quick smoke load, with a summary
 
+Answers that say what to do are followed (not in the smoke load, which shows them as they come):
+429 or 503 with Retry-After is retried after that wait (--retries, --max-wait), and 413
+too_many_tokens for many texts is split into as many requests as the answer says.
+
 Needs only the Python standard library. Exit status: 0 all classified, 1 a request failed,
 2 bad arguments or unreadable --file, 3 the service could not be reached.
 """
 
 import argparse
+import email.utils
 import http.client
 import itertools
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -44,13 +50,16 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 class ServiceError(RuntimeError):
     """A request failed: the service answered an error, or no usable answer came back."""
 
-    def __init__(self, message, code="error", status=None, container_id=None, request_id=None):
+    def __init__(self, message, code="error", status=None, container_id=None, request_id=None, **advice):
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
         self.container_id = container_id
         self.request_id = request_id
+        # What the answer says to do: wait Retry-After seconds, or split into that many requests.
+        self.retry_after_s = advice.get("retry_after_s")
+        self.split_into = advice.get("split_into")
 
 
 class Unreachable(ServiceError):
@@ -126,6 +135,7 @@ def http_error(url, error):
     """Return the error for an HTTP error answer, with the service's own code and message when it sent them."""
     container_id = error.headers.get("X-Container-ID") if error.headers else None
     request_id = error.headers.get("X-Request-ID", "") if error.headers else ""
+    detail = {}
     try:
         detail = json.load(error)["error"]
         code, message = str(detail["code"]), str(detail["message"])
@@ -138,7 +148,30 @@ def http_error(url, error):
         status=error.code,
         container_id=container_id,
         request_id=request_id,
+        retry_after_s=retry_after_s(error.headers.get("Retry-After") if error.headers else None),
+        split_into=split_into(detail, message) if error.code == 413 and code == "too_many_tokens" else None,
     )
+
+
+def retry_after_s(value):
+    """Return the seconds a Retry-After header asks to wait (seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def split_into(detail, message):
+    """Return how many requests a 413 too_many_tokens answer says to split into (at least 2)."""
+    tokens, limit = detail.get("tokens"), detail.get("max_request_tokens")
+    if isinstance(tokens, int) and isinstance(limit, int) and limit > 0:
+        return max(2, math.ceil(tokens / limit))
+    stated = re.search(r"split them into at least (\d+)", message)
+    return max(2, int(stated.group(1))) if stated else 2
 
 
 def classify(url, texts, timeout_s, single):
@@ -164,6 +197,36 @@ def classify(url, texts, timeout_s, single):
         outcome.request_id = error.request_id or ""
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def classify_patiently(args, texts, single):
+    """Classify texts like classify(), following what an error answer says to do; return [Outcome].
+
+    429/503 with Retry-After: wait that long (at most --max-wait s) and retry, --retries times.
+    413 too_many_tokens for many texts: split them into as many requests as the answer says, each
+    classified the same way (one Outcome per part, in input order). A single text is reported.
+    """
+    outcome = classify(args.url, texts, args.timeout, single)
+    for attempt in range(1, args.retries + 1):
+        error = outcome.error
+        if error is None or error.status not in (429, 503) or error.retry_after_s is None:
+            break
+        wait_s = min(error.retry_after_s, args.max_wait)
+        note(f"HTTP {error.status} {error.code}: retry {attempt} of {args.retries} in {wait_s:g} s (Retry-After)")
+        time.sleep(wait_s)
+        outcome = classify(args.url, texts, args.timeout, single)
+    error = outcome.error
+    if error is None or error.split_into is None or len(texts) < 2:
+        return [outcome]
+    parts = min(error.split_into, len(texts))
+    note(f"HTTP 413 {error.code}: splitting {len(texts)} texts into {parts} requests, as the answer says")
+    size = math.ceil(len(texts) / parts)
+    return [part for chunk in batches(texts, size) for part in classify_patiently(args, chunk, False)]
+
+
+def note(message):
+    """Print what the client does about an answer on stderr (results stay on stdout)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def result_line(text, result, container_id):
@@ -251,25 +314,24 @@ def run_texts(args, texts, file_texts):
     def send(job):
         if stop.is_set():
             return None
-        outcome = classify(args.url, job[0], args.timeout, job[1])
-        if isinstance(outcome.error, Unreachable):
+        outcomes = classify_patiently(args, *job)
+        if any(isinstance(outcome.error, Unreachable) for outcome in outcomes):
             stop.set()
-        return outcome
+        return outcomes
 
     # Printed lines and the bar share the screen only when stdout is a terminal too.
     shared_screen = progress.enabled and sys.stdout.isatty()
     status = EXIT_OK
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-        for (_, single), outcome in zip(jobs, pool.map(send, jobs), strict=True):
-            if outcome is None:  # not sent: the service was already found unreachable
-                continue
-            if shared_screen:
-                progress.clear()
-            status = max(status, report(args, outcome))
-            if not single:  # the bar counts the file's texts
-                progress.advance(len(outcome.texts))
-            if shared_screen:
-                progress.draw()
+        for (_, single), outcomes in zip(jobs, pool.map(send, jobs), strict=True):
+            for outcome in outcomes or []:  # None: not sent, the service was already found unreachable
+                if shared_screen:
+                    progress.clear()
+                status = max(status, report(args, outcome))
+                if not single:  # the bar counts the file's texts
+                    progress.advance(len(outcome.texts))
+                if shared_screen:
+                    progress.draw()
     progress.finish()
     return status
 
@@ -406,6 +468,15 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text (or the load summary)")
     parser.add_argument(
+        "--retries", type=int, default=3, help="retries of a 429/503 that has Retry-After (0: none); default 3"
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=10.0,
+        help="longest wait before a retry (s), whatever Retry-After says; default 10",
+    )
+    parser.add_argument(
         "--concurrency", type=positive_int, default=1, help="requests in flight at once (threads); default 1"
     )
     parser.add_argument(
@@ -418,6 +489,8 @@ def parse_args(argv):
         parser.error("--url must start with http:// or https://")
     if not 1 <= args.batch_size <= 64:
         parser.error("--batch-size must be between 1 and 64")
+    if args.retries < 0 or not 0 <= args.max_wait <= 3600:
+        parser.error("--retries must be 0 or more, --max-wait between 0 and 3600 seconds")
     return args
 
 

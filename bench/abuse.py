@@ -14,8 +14,11 @@ random model. It then:
    (against a --url service, whose processes it cannot see: until a light request is answered
    at its idle latency again): the worker is idle, nothing was left queued or running.
 
-It prints light p50/p99/max and statuses, heavy statuses and latencies, the idle time, and the
-bound the light p99 must stay under (see light_p99_bound_s), then ABUSE_JSON {...}; exit status 0
+It prints light p50/p99/max and statuses, heavy statuses (count per HTTP status) and latencies,
+goodput (texts answered 2xx per second of flood, both kinds of client), the peak RSS and CPU of each
+component during the flood (TorchServe's frontend and workers, the facades, nginx; its own stack
+only: a --url service's processes are not visible), the idle time, and the bound the light p99
+must stay under (see light_p99_bound_s), then ABUSE_JSON {...} and PASS or FAILED; exit status 0
 when the light client got no 5xx and its p99 is within the bound, 1 otherwise, 2 when the stack
 could not be started.
 """
@@ -33,7 +36,8 @@ from pathlib import Path
 import requests
 import yaml
 
-from bench.load import group_usage
+from bench.load import ResourceSampler, group_usage
+from bench.soak import component_groups
 from stack.launcher import down, running_groups, up
 from stack.models import TEST_MODEL_DIR, build_tiny_model, has_test_model
 from stack.private import private_stack, serving_store
@@ -137,11 +141,12 @@ def light_idle_after(url, light_s, stopped_at, give_up_s=60.0):
     return None
 
 
-def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None):
+def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None, components=None):
     """Run the measurement against the service at url; return the figures as a dict.
 
     With torchserve_pgid (TorchServe's process group), the worker counts as idle when
     TorchServe's own CPU use drops; otherwise when a light request is answered at its idle latency.
+    With components ({name: [process group IDs]}), their peak RSS and CPU during the flood are measured.
     """
     heavy_body, limit = largest_request()
     light_body = {"text": LIGHT_TEXT}
@@ -156,14 +161,16 @@ def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None):
         for _ in range(heavy_clients)
     ]
     light = threading.Thread(target=client_loop, args=(url, light_body, stop_light, light_answers), daemon=True)
-    for thread in heavy:
-        thread.start()
-    time.sleep(min(1.0, duration_s / 10))  # the flood first, then the light client joins it
-    light.start()
-    time.sleep(duration_s)
-    flood_light = list(light_answers)
-    stop_heavy.set()
-    stopped_at = time.monotonic()
+    with ResourceSampler(components or {}) as sampler:
+        flood_started = time.monotonic()
+        for thread in heavy:
+            thread.start()
+        time.sleep(min(1.0, duration_s / 10))  # the flood first, then the light client joins it
+        light.start()
+        time.sleep(duration_s)
+        flood_light = list(light_answers)
+        stop_heavy.set()
+        stopped_at = time.monotonic()
     for thread in heavy:
         thread.join(timeout=CLIENT_TIMEOUT_S + 5)
     stop_light.set()
@@ -176,6 +183,9 @@ def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None):
 
     light_seconds = [seconds for _, _, seconds in flood_light]
     heavy_seconds = [seconds for _, _, seconds in heavy_answers]
+    served = texts_served(flood_light, 1, stopped_at) + texts_served(
+        heavy_answers, len(heavy_body["texts"]), stopped_at
+    )
     return {
         "max_request_tokens": limit,
         "heavy_texts": len(heavy_body["texts"]),
@@ -191,9 +201,18 @@ def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None):
         "heavy_statuses": count_statuses(heavy_answers),
         "heavy_p99_s": round(percentile(heavy_seconds, 0.99), 3),
         "heavy_max_s": round(max(heavy_seconds, default=0.0), 3),
+        "goodput_texts_per_s": round(served / (stopped_at - flood_started), 2),
+        "components": sampler.usage,
         "idle_after_s": None if idle_after_s is None else round(idle_after_s, 3),
         "idle_measured_by": "torchserve_cpu" if torchserve_pgid else "light_latency",
     }
+
+
+def texts_served(answers, texts_per_request, until):
+    """Return how many texts (started, status, seconds) answers got back with a 2xx by `until`."""
+    return sum(
+        texts_per_request for started, status, seconds in answers if 200 <= status < 300 and started + seconds <= until
+    )
 
 
 def count_statuses(answers):
@@ -238,6 +257,11 @@ def report(figures):
         f"heavy clients: {figures['heavy_requests']} requests {figures['heavy_statuses']}, "
         f"p99 {figures['heavy_p99_s']:.3f} s, max {figures['heavy_max_s']:.3f} s"
     )
+    print(f"goodput: {figures['goodput_texts_per_s']:.2f} texts/s answered 2xx during the flood")
+    for name, usage in figures["components"].items():
+        print(f"{name + ':':<12} peak RSS {usage['peak_rss_mb']:.1f} MB, {usage['cpu_cores']:.2f} cores")
+    if not figures["components"]:
+        print("memory: not measured (a --url service's processes are not visible from here)")
     print(f"idle again {figures['idle_after_s']} s after the heavy clients stopped")
     print("ABUSE_JSON " + json.dumps(figures), flush=True)
 
@@ -272,7 +296,13 @@ def main(argv=None):
             return 2
         try:
             pgid = running_groups(settings)["torchserve"]
-            figures = abuse(settings.url, args.duration, args.heavy_clients, torchserve_pgid=pgid)
+            figures = abuse(
+                settings.url,
+                args.duration,
+                args.heavy_clients,
+                torchserve_pgid=pgid,
+                components=component_groups(settings),
+            )
         finally:
             down(settings, quiet=True)
     report(figures)

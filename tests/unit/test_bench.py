@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.abuse import failures, texts_served
+from bench.abuse import report as abuse_report
 from bench.load import BATCH_FIELD, WRK_TIMEOUT_S, PointRule, batch_figures, batch_histogram
 from bench.machine import VECTOR_FLAGS, has_fast_bf16, vector_extensions
 from bench.modes import Mode, default_mode, offered_modes
@@ -286,3 +288,38 @@ def test_a_tuned_archive_carries_its_batching_settings_and_is_no_longer_the_plai
 def test_batch_sizes_are_read_from_the_handlers_current_log_line_too():
     line = "MODEL_LOG - request_id=abc texts=1 tokens=24 status=200 code=- batch=7"
     assert BATCH_FIELD.search(line).groups() == ("abc", "7")
+
+
+def test_goodput_counts_the_texts_of_2xx_answers_finished_within_the_flood():
+    # (started, status, seconds): 200 in time, 503 in time, 200 finishing after the flood, no answer.
+    answers = [(0.0, 200, 1.0), (1.0, 503, 0.1), (9.5, 200, 1.0), (2.0, 0, 60.0)]
+    assert texts_served(answers, texts_per_request=16, until=10.0) == 16
+
+
+def test_abuse_prints_goodput_memory_per_component_and_heavy_statuses(capsys):
+    figures = {
+        "heavy_texts": 4,
+        "max_request_tokens": 2048,
+        "largest_request_idle_s": 1.0,
+        "light_request_idle_s": 0.02,
+        "light_requests": 40,
+        "light_statuses": {"200": 40},
+        "light_p50_s": 0.5,
+        "light_p99_s": 1.5,
+        "light_p99_bound_s": 3.08,
+        "light_max_s": 1.6,
+        "heavy_requests": 9,
+        "heavy_statuses": {"200": 3, "503": 6},
+        "heavy_p99_s": 2.0,
+        "heavy_max_s": 2.0,
+        "goodput_texts_per_s": 2.6,
+        "components": {"nginx": {"peak_rss_mb": 9.5, "cpu_cores": 0.01}},
+        "idle_after_s": 1.2,
+    }
+    abuse_report(figures)
+    out = capsys.readouterr().out
+    assert "heavy clients: 9 requests {'200': 3, '503': 6}" in out
+    assert "goodput: 2.60 texts/s" in out
+    assert "nginx:       peak RSS 9.5 MB, 0.01 cores" in out
+    assert failures(figures) == []
+    assert failures({**figures, "light_p99_s": 3.5}) == ["light p99 3.5 s is over the bound 3.08 s"]

@@ -1,5 +1,6 @@
 """test_app.py against a small local stand-in of the service (http.server on loopback; no network)."""
 
+import email.utils
 import io
 import json
 import re
@@ -16,7 +17,11 @@ import test_app
 
 class StandIn(BaseHTTPRequestHandler):
     """Answers like the service: "good" texts are POSITIVE; "boom" gets a 503, "html" a non-JSON 502,
-    "slow" an answer after a second; replicas stand-1 and stand-2 take turns."""
+    "slow" an answer after a second; replicas stand-1 and stand-2 take turns.
+
+    Overload: while `server.refusals` holds (status, code, Retry-After) answers, each request gets the
+    next one; a request of more than `server.max_texts` texts (each 100 tokens), or with "huge", gets
+    413 too_many_tokens worded as the service words it."""
 
     def do_POST(self):
         server = self.server
@@ -33,7 +38,13 @@ class StandIn(BaseHTTPRequestHandler):
             container = f"stand-{number % 2 + 1}"
             if "slow" in texts:
                 time.sleep(1.0)
-            if "boom" in texts:
+            if server.refusals:
+                status, code, retry_after = server.refusals.pop(0)
+                headers = {"Retry-After": retry_after} if retry_after is not None else {}
+                self.reply(status, {"error": {"code": code, "message": "full"}}, container, number, headers)
+            elif "huge" in texts or len(texts) > server.max_texts:
+                self.reply(413, self.too_many_tokens(texts, server.max_texts), container, number)
+            elif "boom" in texts:
                 self.reply(503, {"error": {"code": "backend_unavailable", "message": "down"}}, container, number)
             elif "html" in texts:
                 self.reply(502, "<html>bad gateway</html>", container, number)
@@ -50,9 +61,20 @@ class StandIn(BaseHTTPRequestHandler):
         result = {"label": "POSITIVE" if "good" in text else "NEGATIVE", "score": 0.875}
         return {**result, "truncated": True} if "long" in text else result
 
-    def reply(self, status, body, container, number):
+    @staticmethod
+    def too_many_tokens(texts, max_texts):
+        tokens, limit = 100 * len(texts) + 1000 * texts.count("huge"), 100 * max_texts
+        message = (
+            f"The texts of this request come to {tokens} tokens, over the limit of {limit} tokens per request "
+            f"(each text counts at most 128); split them into at least {-(-tokens // limit)} requests."
+        )
+        return {"error": {"code": "too_many_tokens", "message": message}}
+
+    def reply(self, status, body, container, number, headers=None):
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/html" if isinstance(body, str) else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Container-ID", container)
@@ -72,6 +94,8 @@ def service():
     server.requests = server.in_flight = server.max_in_flight = 0
     server.delay_s = 0.0
     server.bodies = []
+    server.refusals = []
+    server.max_texts = 64
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -282,6 +306,8 @@ def test_smoke_load_against_nothing_stops_early_with_exit_3(dead_url, capsys):
         ["--timeout", "soon"],
         ["--batch-size", "65"],
         ["--url", "localhost:8080"],
+        ["--retries", "-1"],
+        ["--max-wait", "-1"],
     ],
 )
 def test_bad_arguments_exit_2(argv, capsys):
@@ -290,6 +316,112 @@ def test_bad_arguments_exit_2(argv, capsys):
 
     assert exited.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_429_and_503_with_retry_after_are_retried_after_the_wait_and_the_client_says_so(service, capsys):
+    service.refusals = [(503, "backend_unavailable", "0"), (429, "rate_limited", "0")]
+
+    status, out, err = run(capsys, "--url", service.url, "--text", "good film")
+
+    assert status == 0
+    assert out.split()[0] == "POSITIVE"
+    assert service.requests == 3
+    assert err.splitlines() == [
+        "note: HTTP 503 backend_unavailable: retry 1 of 3 in 0 s (Retry-After)",
+        "note: HTTP 429 rate_limited: retry 2 of 3 in 0 s (Retry-After)",
+    ]
+
+
+def test_retries_are_bounded_and_the_last_answer_is_reported(service, capsys):
+    service.refusals = [(503, "backend_unavailable", "0")] * 5
+
+    status, out, err = run(capsys, "--url", service.url, "--retries", "2", "--text", "good")
+
+    assert status == 1
+    assert out == ""
+    assert service.requests == 3
+    assert "retry 2 of 2" in err
+    assert err.splitlines()[-1].startswith("error: HTTP 503 backend_unavailable: full")
+
+
+def test_the_wait_is_capped_by_max_wait_whatever_retry_after_says(service, capsys):
+    service.refusals = [(429, "rate_limited", "3600")]
+
+    started = time.monotonic()
+    status, _, err = run(capsys, "--url", service.url, "--max-wait", "0.2", "--text", "good")
+
+    assert status == 0
+    assert time.monotonic() - started < 3
+    assert "retry 1 of 3 in 0.2 s" in err
+
+
+@pytest.mark.parametrize(("retry_after", "retries"), [(None, "3"), ("0", "0")])
+def test_a_503_without_retry_after_or_with_retries_0_is_reported_at_once(service, capsys, retry_after, retries):
+    service.refusals = [(503, "backend_unavailable", retry_after)]
+
+    status, _, err = run(capsys, "--url", service.url, "--retries", retries, "--text", "good")
+
+    assert status == 1
+    assert service.requests == 1
+    assert "note:" not in err
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    assert test_app.retry_after_s("2") == 2.0
+    assert test_app.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no wait
+    assert 50 < test_app.retry_after_s(email.utils.formatdate(time.time() + 60, usegmt=True)) <= 60
+    assert test_app.retry_after_s("soon") is None
+    assert test_app.retry_after_s(None) is None
+
+
+def test_413_too_many_tokens_splits_the_batch_as_the_answer_says_and_keeps_input_order(service, capsys, tmp_path):
+    service.max_texts = 3
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("".join(f"good {n}\n" for n in range(8)), encoding="utf-8")
+
+    status, out, err = run(capsys, "--url", service.url, "--file", str(reviews), "--batch-size", "8")
+
+    assert status == 0
+    assert [line.split()[-1] for line in out.splitlines()] == [str(n) for n in range(8)]
+    # 800 tokens over a limit of 300: "split them into at least 3 requests".
+    assert [len(body["texts"]) for body in service.bodies] == [8, 3, 3, 2]
+    assert err == "note: HTTP 413 too_many_tokens: splitting 8 texts into 3 requests, as the answer says\n"
+
+
+def test_parts_still_over_the_limit_are_split_again_until_only_the_text_too_large_is_left(service, capsys, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("good a\ngood b\nhuge\ngood c\n", encoding="utf-8")
+
+    status, out, err = run(capsys, "--url", service.url, "--file", str(reviews), "--batch-size", "4")
+
+    assert status == 1
+    assert [line.split()[-1] for line in out.splitlines()] == ["a", "b", "c"]
+    assert [body["texts"] for body in service.bodies] == [
+        ["good a", "good b", "huge", "good c"],
+        ["good a", "good b"],
+        ["huge", "good c"],
+        ["huge"],
+        ["good c"],
+    ]
+    assert err.count("note: HTTP 413") == 2
+    assert "HTTP 413 too_many_tokens" in err.splitlines()[-1] and "'huge'" in err.splitlines()[-1]
+
+
+def test_a_single_text_over_the_limit_is_reported_not_retried(service, capsys):
+    status, out, err = run(capsys, "--url", service.url, "--text", "huge")
+
+    assert status == 1
+    assert out == ""
+    assert service.requests == 1
+    assert "HTTP 413 too_many_tokens" in err
+    assert "note:" not in err
+
+
+def test_the_split_count_comes_from_the_answers_fields_else_its_message():
+    assert test_app.split_into({"tokens": 900, "max_request_tokens": 200}, "") == 5
+    assert test_app.split_into({}, "... split them into at least 4 requests.") == 4
+    assert test_app.split_into({}, "too many tokens") == 2
+    assert test_app.split_into({}, "split them into at least 1 requests.") == 2
 
 
 def test_unreadable_file_exits_2(tmp_path, capsys):
