@@ -2,23 +2,23 @@
 
 The commands come from README.md itself, from the bash block between the `<!-- clean-machine: start`
 and `<!-- clean-machine: end -->` comments, so a set-up step the README forgets fails here instead
-of on a user's machine. The container starts from the Debian stand-in (named by `.ci/build-base-
-images.sh --print-tags`; a debootstrap minbase: no make, no Python, no Java, no nginx, no sudo, no
-apt lists), receives the project's tracked files as a clean clone has them, and runs each line in
-its own network namespace twice over: in a root shell (a minimal Debian box) and as a user with
-passwordless sudo (a desktop), so that `make up` takes both of its paths to apt. Each step must exit
-0, test_app.py must print the test model's labels for its seed sentences, and `make down` must leave
-no process behind.
+of on a user's machine. The container starts from the Debian stand-in that
+.ci/build-base-images.sh --print-tags names (a debootstrap minbase: no make, no Python, no Java,
+no nginx, no sudo, no apt lists), receives the project's tracked files as a clean clone has them,
+and runs each line in its own network namespace twice over:
+in a root shell (a minimal Debian box) and as a user with passwordless sudo (a desktop), so that
+`make up` takes both of its paths to apt. Each step must exit 0, test_app.py must print the test
+model's labels for its seed sentences, and `make down` must leave no process behind.
 
 The only differences from a user's machine are the offline substitutes the CI needs, all named here:
 
-- the model: MODEL_DIR points at ../shared/models/minilm-sst2, mounted read-only (no model hub); -
-torch: TORCH_INDEX_URL= and PIP_FIND_LINKS at the local CPU torch wheel that `make docker-wheels`
-takes from pip's own configuration (no PyTorch wheel index); other packages come from PyPI; - the
-base image: the local Debian stand-in from .ci/build-base-images.sh (no registry); apt uses its
-Debian mirror, and it carries the host's CA bundle (PyPI is reached through a TLS proxy); - sudo:
-for root, a pass-through `sudo` on PATH stands for the README's "as root, leave out sudo" (a minimal
-Debian has none); the sudo user gets Debian's real sudo, installed before the run.
+- the model: MODEL_DIR points at ../shared/models/minilm-sst2, mounted read-only (no model hub);
+- torch: TORCH_INDEX_URL= and PIP_FIND_LINKS at the local CPU torch wheel that `make docker-wheels`
+  takes from pip's own configuration (no PyTorch wheel index); other packages come from PyPI;
+- the base image: the local Debian stand-in from .ci/build-base-images.sh (no registry); apt uses
+  its Debian mirror, and it carries the host's CA bundle (PyPI is reached through a TLS proxy);
+- sudo: for root, a pass-through `sudo` on PATH stands for the README's "as root, leave out sudo"
+  (a minimal Debian has none); the sudo user gets Debian's real sudo, installed before the run.
 
 Each run's output is streamed to test-artifacts/clean-machine/<container>.log.
 """
