@@ -2,9 +2,10 @@
 
 The commands come from README.md itself, from the bash block between the `<!-- clean-machine: start`
 and `<!-- clean-machine: end -->` comments, so a set-up step the README forgets fails here instead
-of on a user's machine. The container starts from the Makefile's STANDIN_DEBIAN_IMAGE (a debootstrap
-minbase: no make, no Python, no Java, no nginx, no sudo, no apt lists), receives the project's
-tracked files as a clean clone has them, and runs each line in its own network namespace twice over:
+of on a user's machine. The container starts from the Debian stand-in that
+.ci/build-base-images.sh --print-tags names (a debootstrap minbase: no make, no Python, no Java,
+no nginx, no sudo, no apt lists), receives the project's tracked files as a clean clone has them,
+and runs each line in its own network namespace twice over:
 in a root shell (a minimal Debian box) and as a user with passwordless sudo (a desktop), so that
 `make up` takes both of its paths to apt. Each step must exit 0, test_app.py must print the test
 model's labels for its seed sentences, and `make down` must leave no process behind.
@@ -34,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_DIR
-from tests.docker.conftest import ensure_engine, run
+from tests.docker.conftest import STANDIN_BASES, ensure_engine, run
 from tests.readme import readme_commands
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -94,15 +95,6 @@ def step_outputs(log):
 def printed_labels(lines):
     """Return {text: label} from test_app.py's result lines (label, score, container ID, text)."""
     return {match.group(4): match.group(1) for match in map(RESULT_LINE.match, lines) if match}
-
-
-def makefile_value(name):
-    """Return a plain `NAME := value` (or `?=`, `=`) assignment of the Makefile."""
-    text = (PROJECT_DIR / "Makefile").read_text(encoding="utf-8")
-    match = re.search(rf"^{name}\s*[:?]?=\s*(\S+)\s*$", text, re.MULTILINE)
-    if match is None:
-        pytest.fail(f"the Makefile assigns no {name}")
-    return match.group(1)
 
 
 def tracked_tree():
@@ -172,7 +164,7 @@ def machine(request, standin_model_dir):
     """
     ensure_engine()
     run(["bash", ".ci/build-base-images.sh"], timeout=900)
-    image = makefile_value("STANDIN_DEBIAN_IMAGE")
+    image = STANDIN_BASES["DEBIAN_IMAGE"]
     wheels = local_torch_wheels()
     user = request.param
     name = f"sentiment-clean-machine-{user}-{uuid.uuid4().hex[:8]}"
