@@ -43,27 +43,22 @@ RUN set -eux; \
     groupadd --gid 10001 nginx; \
     useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx
 
-COPY nginx/nginx.conf.template nginx/topology.docker.conf /etc/sentiment-nginx/
+COPY nginx/nginx.conf.template nginx/topology.docker.conf nginx/defaults.env /etc/sentiment-nginx/
 COPY nginx/docker-entrypoint.sh /usr/local/bin/sentiment-nginx-entrypoint
 
 # The entrypoint substitutes every NGINX_* variable into the template (and nothing else), and
 # refuses to start when a placeholder of the template has no value: each ${NGINX_X} placeholder
-# needs its default here (tests/unit/test_docker_files.py checks that). The tunables are the ones
-# the native launcher reads (stack/launcher.py), with the same defaults.
+# needs its default here or in nginx/defaults.env, the tunables' one home, which the native
+# launcher reads too (tests/unit/test_docker_files.py checks that every placeholder has one).
 ENV NGINX_RUN_DIR=/tmp/nginx \
+    NGINX_DEFAULTS=/etc/sentiment-nginx/defaults.env \
     NGINX_ERROR_LOG=stderr \
     NGINX_ACCESS_LOG=/dev/stdout \
     NGINX_MAX_BODY_SIZE=1048576 \
     NGINX_MAX_BODY_LABEL="1 MiB" \
     NGINX_PROXY_READ_TIMEOUT=30s \
     NGINX_TOPOLOGY_CONF=/etc/sentiment-nginx/topology.docker.conf \
-    NGINX_LISTEN=8080 \
-    NGINX_CLIENT_TIMEOUT=10s \
-    NGINX_LIMIT_REQ=off \
-    NGINX_LIMIT_REQ_RATE=10r/s \
-    NGINX_LIMIT_REQ_BURST=20 \
-    NGINX_LIMIT_CONN=off \
-    NGINX_LIMIT_CONN_PER_CLIENT=16
+    NGINX_LISTEN=8080
 
 USER 10001:10001
 EXPOSE 8080

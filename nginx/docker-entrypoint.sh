@@ -1,8 +1,8 @@
 #!/bin/sh
 # Entrypoint of the sentiment-nginx image: render nginx.conf.template, then exec nginx as PID 1.
 #
-# Every ${NGINX_*} variable in the environment is substituted (the image's ENV gives each
-# placeholder of the template a default; any can be overridden with `environment:`), so a new
+# Every ${NGINX_*} variable in the environment is substituted (the image's ENV and $NGINX_DEFAULTS
+# give each placeholder of the template a default; any can be overridden with `environment:`), so a new
 # placeholder needs only its ENV default in the Dockerfile, not an edit here. nginx's own
 # $variables survive, since only NGINX_* names are handed to envsubst. Every placeholder the
 # template uses must be set and non-empty, or the container stops with their names.
@@ -15,6 +15,22 @@ set -eu
 TEMPLATE="${NGINX_TEMPLATE:-/etc/sentiment-nginx/nginx.conf.template}"
 : "${NGINX_RUN_DIR:?}"
 CONFIG="$NGINX_RUN_DIR/nginx.conf"
+
+# The tunables' defaults (nginx/defaults.env, NAME=value lines) fill every one that is unset or
+# empty: Compose passes an unset setting on as an empty variable.
+if [ -n "${NGINX_DEFAULTS:-}" ]; then
+    while IFS='=' read -r name value; do
+        case "$name" in
+            NGINX_[A-Za-z0-9_]*) ;;
+            *) continue ;;
+        esac
+        eval "current=\${$name-}"
+        # shellcheck disable=SC2154 # set by the eval above
+        if [ -z "$current" ]; then
+            export "$name=$value"
+        fi
+    done <"$NGINX_DEFAULTS"
+fi
 
 # The placeholders the template uses, each one checked.
 missing=

@@ -33,15 +33,16 @@ from stack.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, 
 NGINX_DIR = PROJECT_DIR / "nginx"
 # How often `make up` says what it still waits for while the model loads.
 PROGRESS_EVERY_S = 5
-# nginx settings taken from the environment (the same NGINX_* variables the Docker image reads):
-# name -> (default, pattern the value must match, what it allows).
+# nginx's tunables, read from the environment as the Docker image reads them; their defaults are
+# nginx/defaults.env's. name -> (pattern the value must match, what it allows).
+NGINX_DEFAULTS_FILE = NGINX_DIR / "defaults.env"
 NGINX_SETTINGS = {
-    "NGINX_CLIENT_TIMEOUT": ("10s", r"[1-9][0-9]*(ms|s|m)?", "a duration such as 10s or 500ms"),
-    "NGINX_LIMIT_REQ": ("off", r"on|off", "on or off (a per-client rate limit)"),
-    "NGINX_LIMIT_REQ_RATE": ("10r/s", r"[1-9][0-9]*r/[sm]", "requests per client per second or minute, e.g. 10r/s"),
-    "NGINX_LIMIT_REQ_BURST": ("20", r"[1-9][0-9]*", "requests above the rate let through at once, at least 1"),
-    "NGINX_LIMIT_CONN": ("off", r"on|off", "on or off (a per-client limit on requests in progress)"),
-    "NGINX_LIMIT_CONN_PER_CLIENT": ("16", r"[1-9][0-9]*", "requests in progress per client address, at least 1"),
+    "NGINX_CLIENT_TIMEOUT": (r"[1-9][0-9]*(ms|s|m)?", "a duration such as 10s or 500ms"),
+    "NGINX_LIMIT_REQ": (r"on|off", "on or off (a per-client rate limit)"),
+    "NGINX_LIMIT_REQ_RATE": (r"[1-9][0-9]*r/[sm]", "requests per client per second or minute, e.g. 10r/s"),
+    "NGINX_LIMIT_REQ_BURST": (r"[1-9][0-9]*", "requests above the rate let through at once, at least 1"),
+    "NGINX_LIMIT_CONN": (r"on|off", "on or off (a per-client limit on requests in progress)"),
+    "NGINX_LIMIT_CONN_PER_CLIENT": (r"[1-9][0-9]*", "requests in progress per client address, at least 1"),
 }
 
 
@@ -144,11 +145,18 @@ def render(template_path, values):
     return string.Template(template_path.read_text()).safe_substitute(values)
 
 
+def nginx_defaults(path=NGINX_DEFAULTS_FILE):
+    """Return the NAME=value lines of nginx/defaults.env (comments and blank lines skipped)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def nginx_settings(environ=os.environ):
     """Return the NGINX_SETTINGS values from the environment (defaults when unset or empty)."""
+    defaults = nginx_defaults()
     values = {}
-    for name, (default, pattern, allowed) in NGINX_SETTINGS.items():
-        value = environ.get(name) or default
+    for name, (pattern, allowed) in NGINX_SETTINGS.items():
+        value = environ.get(name) or defaults[name]
         if not re.fullmatch(pattern, value):
             raise StartupError(f"{name}={value!r} is invalid: it must be {allowed}")
         values[name] = value

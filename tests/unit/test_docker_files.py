@@ -1,7 +1,8 @@
 """Static checks of the Docker files and the lock files: no engine, no network, milliseconds.
 
-- every ${NGINX_*} placeholder of nginx/nginx.conf.template has an ENV default in the Dockerfile's
-  nginx stage, and the entrypoint renders the template from whatever NGINX_* variables are set;
+- every ${NGINX_*} placeholder of nginx/nginx.conf.template has a default in the image (its nginx
+  stage's ENV, or nginx/defaults.env for the tunables the launcher reads too), and the entrypoint
+  renders the template from whatever NGINX_* variables are set, empty tunables from their defaults;
 - the base images are build arguments whose defaults are the official images, Compose passes them
   through, and the local stand-ins never carry an official image's name;
 - facade/requirements.lock and tools/requirements.lock are in step with pyproject.toml's
@@ -27,7 +28,7 @@ from packaging.version import Version
 
 from devtools.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
 from facade.settings import Settings
-from stack.launcher import size_label
+from stack.launcher import NGINX_DEFAULTS_FILE, NGINX_SETTINGS, nginx_defaults, size_label
 from tests.conftest import PROJECT_DIR
 from tests.docker.conftest import standin_bases
 
@@ -136,14 +137,28 @@ def group_requirements(group):
 # ------------------------------------------------------------------------------------------ nginx
 
 
-def test_every_nginx_placeholder_has_a_default_in_the_dockerfile():
+def nginx_image_defaults():
+    """Return every default the nginx image starts from: its ENV, then nginx/defaults.env's tunables."""
+    return {**env_defaults("nginx"), **nginx_defaults()}
+
+
+def test_every_nginx_placeholder_has_a_default_in_the_image():
     placeholders = set(PLACEHOLDER.findall(TEMPLATE.read_text()))
     assert placeholders, "the template has no ${NGINX_*} placeholder?"
-    missing = placeholders - set(env_defaults("nginx"))
+    missing = placeholders - set(nginx_image_defaults())
     assert not missing, (
-        f"nginx/nginx.conf.template uses {sorted(missing)}, but the Dockerfile's nginx stage has no "
-        "ENV default for them: add `NAME=default` to its ENV (the native default is in stack/launcher.py)"
+        f"nginx/nginx.conf.template uses {sorted(missing)}, but the image has no default for them: add "
+        "`NAME=default` to nginx/defaults.env (a tunable, read natively too) or the nginx stage's ENV"
     )
+
+
+def test_the_image_reads_the_tunables_defaults_from_the_file_the_launcher_reads():
+    assert env_defaults("nginx")["NGINX_DEFAULTS"] == "/etc/sentiment-nginx/defaults.env"
+    copies = [args for instruction, args in dockerfile_stages()["nginx"] if instruction == "COPY"]
+    assert any("nginx/defaults.env" in args.split()[:-1] and args.endswith("/etc/sentiment-nginx/") for args in copies)
+    # No tunable keeps a second default in the image's ENV.
+    assert not set(env_defaults("nginx")) & set(NGINX_SETTINGS)
+    assert set(nginx_defaults()) == set(NGINX_SETTINGS)
 
 
 needs_shell_tools = pytest.mark.skipif(
@@ -158,6 +173,7 @@ def render(tmp_path, template_text, **overrides):
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         **env_defaults("nginx"),
+        "NGINX_DEFAULTS": str(NGINX_DEFAULTS_FILE),
         "NGINX_RUN_DIR": str(tmp_path / "run"),
         "NGINX_TEMPLATE": str(template),
         **overrides,
@@ -186,6 +202,23 @@ def test_the_entrypoint_substitutes_a_new_placeholder_without_being_edited(tmp_p
     status, config, stderr = render(tmp_path, "a ${NGINX_LISTEN} b ${NGINX_BRAND_NEW} c $host\n", NGINX_BRAND_NEW="42")
     assert status == 0, stderr
     assert config == "a 8080 b 42 c $host\n"
+
+
+@needs_shell_tools
+@pytest.mark.parametrize("value", [None, ""])
+def test_the_entrypoint_fills_an_unset_or_empty_tunable_from_the_defaults_file(tmp_path, value):
+    status, config, stderr = render(
+        tmp_path, "${NGINX_LIMIT_CONN_PER_CLIENT} ${NGINX_LIMIT_REQ}\n", NGINX_LIMIT_REQ=value
+    )
+    assert status == 0, stderr
+    assert config == f"{nginx_defaults()['NGINX_LIMIT_CONN_PER_CLIENT']} {nginx_defaults()['NGINX_LIMIT_REQ']}\n"
+
+
+@needs_shell_tools
+def test_the_entrypoint_keeps_a_tunable_that_is_set(tmp_path):
+    status, config, stderr = render(tmp_path, "${NGINX_LIMIT_CONN_PER_CLIENT}\n", NGINX_LIMIT_CONN_PER_CLIENT="4")
+    assert status == 0, stderr
+    assert config == "4\n"
 
 
 @needs_shell_tools
@@ -324,13 +357,11 @@ def test_every_compose_service_is_locked_down():
     assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
 
 
-def test_compose_passes_every_nginx_tunable_on_with_the_images_default():
-    from stack.launcher import NGINX_SETTINGS
-
+def test_compose_passes_every_nginx_tunable_on_and_leaves_the_default_to_the_image():
     environment = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["nginx"]["environment"]
-    image_defaults = env_defaults("nginx")
+    # Unset, the variable arrives empty and the entrypoint takes nginx/defaults.env's value.
     assert {name: environment.get(name) for name in NGINX_SETTINGS} == {
-        name: f"${{{name}:-{image_defaults[name]}}}" for name in NGINX_SETTINGS
+        name: f"${{{name}:-}}" for name in NGINX_SETTINGS
     }
 
 

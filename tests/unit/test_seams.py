@@ -10,7 +10,7 @@ import pytest
 
 from facade.settings import Settings
 from facade.tokens import too_many_tokens_message
-from stack.launcher import NGINX_SETTINGS, StackSettings, facade_env, nginx_config, proxy_read_timeout
+from stack.launcher import StackSettings, facade_env, nginx_config, nginx_defaults, nginx_settings, proxy_read_timeout
 from stack.torchserve import TorchServeSettings
 from tests.unit.test_docker_files import env_defaults
 from tools.torchserve_config import model_name, properties
@@ -34,11 +34,9 @@ def test_the_launcher_tells_every_facade_which_model_torchserve_serves():
     assert Settings.from_env(environ).model_name == "reviews-v2"
 
 
-def test_the_nginx_images_defaults_are_the_launchers():
-    image = env_defaults("nginx")
-    assert {name: image[name] for name in NGINX_SETTINGS} == {
-        name: default for name, (default, _, _) in NGINX_SETTINGS.items()
-    }
+def test_the_launcher_takes_nginx_tunables_from_the_environment_else_from_the_defaults_file():
+    settings = nginx_settings({"NGINX_LIMIT_CONN": "on", "NGINX_LIMIT_REQ": ""})
+    assert settings == {**nginx_defaults(), "NGINX_LIMIT_CONN": "on"}
 
 
 def test_nginx_waits_for_a_facade_longer_than_the_facade_waits_for_torchserve():
