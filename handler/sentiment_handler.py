@@ -10,6 +10,8 @@ model-config.yaml's handler.runtime says (sentiment_runtime.py). Before TorchSer
 worker READY, `initialize` runs the model over the pass shapes traffic will bring (warm-up).
 """
 
+import dataclasses
+import json
 import logging
 import time
 
@@ -20,11 +22,13 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
+from sentiment_info import MODEL_VERSION_HEADER, model_identity
 from sentiment_requests import (
     DEADLINE_HEADER,
     PAD_MULTIPLE,
     Batch,
     InvalidRequestError,
+    TextTooManyTokensError,
     admission,
     deadline_of,
     error_body,
@@ -34,6 +38,7 @@ from sentiment_requests import (
     response_body,
 )
 from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
+from sentiment_truncation import averaged, cut, text_result
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +98,18 @@ class SentimentHandler(BaseHandler):
             self.max_batch_tokens,
             self.max_request_tokens,
         )
+        self.identity = model_identity(model_dir, context.manifest, self.model.config)
         self.warmed_shapes = self.warm_up(options.warmup_seconds)
         self.initialized = True
+
+    def describe_handle(self):
+        """Return who this worker is and what it accepts, for the management API's describe?customized=true."""
+        limits = {
+            "max_text_tokens": self.max_length,
+            "max_request_tokens": self.max_request_tokens,
+            "max_batch_tokens": self.max_batch_tokens,
+        }
+        return json.dumps({**self.identity, "runtime": self.runtime, "precision": self.precision, **limits})
 
     def warm_up(self, budget_s):
         """Run the shapes traffic will bring before TorchServe marks the worker READY; return them."""
@@ -133,7 +148,7 @@ class SentimentHandler(BaseHandler):
 
     def preprocess(self, data):
         """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
-        requests = decoded(data)
+        requests = [self.cut_long_texts(request) if is_parsed(request) else request for request in decoded(data)]
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
         costs = [
@@ -151,6 +166,33 @@ class SentimentHandler(BaseHandler):
             batch.truncated = [count > self.max_length for count in counts]
             batch.chunks = self.passes(texts, [min(count, self.max_length) for count in counts])
         return batch
+
+    def cut_long_texts(self, request):
+        """Return the request with its texts replaced by the parts its truncation mode reads, or the error it gets.
+
+        "right" is what the tokenizer does by itself: those requests pass as they are.
+        """
+        if request.truncation == "right":
+            return request
+        offsets = self.tokenizer(request.texts, add_special_tokens=False, return_offsets_mapping=True)
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        if request.truncation == "error":
+            for index, text_offsets in enumerate(offsets["offset_mapping"]):
+                if len(text_offsets) > budget:
+                    tokens = len(text_offsets) + self.tokenizer.num_special_tokens_to_add()
+                    return TextTooManyTokensError(index, tokens, self.max_length)
+            return request
+        cuts = [
+            cut(text, text_offsets, budget, request.truncation)
+            for text, text_offsets in zip(request.texts, offsets["offset_mapping"], strict=True)
+        ]
+        return dataclasses.replace(
+            request,
+            texts=[part.text for text_cut in cuts for part in text_cut.parts],
+            owners=tuple(index for index, text_cut in enumerate(cuts) for _ in text_cut.parts),
+            weights=tuple(part.weight for text_cut in cuts for part in text_cut.parts),
+            dropped=tuple(text_cut.dropped for text_cut in cuts),
+        )
 
     def cost(self, counts):
         """Return what a request's texts cost, in tokens: each text as the model sees it, cut at the limit."""
@@ -219,13 +261,17 @@ class SentimentHandler(BaseHandler):
         results = iter(self.text_results(batch))
         responses = []
         for index, request in enumerate(batch.requests):
+            # The archive's version on every answer: the facade passes it on (X-Model-Version).
+            self.context.set_response_header(index, MODEL_VERSION_HEADER, self.identity["archive_version"])
             if isinstance(request, InvalidRequestError):
                 self.context.set_response_status(request.status, request.message, idx=index)
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
                 self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
-                responses.append(response_body(request, [next(results) for _ in request.texts]))
+                responses.append(
+                    response_body(request, self.request_results(request, [next(results) for _ in request.texts]))
+                )
                 self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
@@ -255,15 +301,27 @@ class SentimentHandler(BaseHandler):
         )
 
     def text_results(self, batch):
-        """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""
+        """Return (probabilities, truncated) per text of the batch, in text order."""
         if batch.logits is None:
             return []
-        probabilities = softmax(batch.logits)
-        scores, label_ids = probabilities.max(axis=-1), probabilities.argmax(axis=-1)
+        return list(zip(softmax(batch.logits), batch.truncated, strict=True))
+
+    def request_results(self, request, rows):
+        """Return one result per text the client sent, from the (probabilities, truncated) of its parts.
+
+        `{"label", "score"}`, plus `"truncated": true` where part of the text was not read,
+        `"windows"` under truncation "window", and `"scores"` (every label, best first) on request.
+        """
+        id2label = self.model.config.id2label
+        if not request.owners:
+            return [
+                text_result(probabilities, id2label, truncated, request.all_scores) for probabilities, truncated in rows
+            ]
         results = []
-        for score, label_id, truncated in zip(scores.tolist(), label_ids.tolist(), batch.truncated, strict=True):
-            result = {"label": self.model.config.id2label[label_id], "score": score}
-            if truncated:
-                result["truncated"] = True
-            results.append(result)
+        for text_index, dropped in enumerate(request.dropped):
+            parts = [index for index, owner in enumerate(request.owners) if owner == text_index]
+            probabilities = averaged([rows[index][0] for index in parts], [request.weights[index] for index in parts])
+            truncated = dropped or any(rows[index][1] for index in parts)
+            windows = len(parts) if request.truncation == "window" else None
+            results.append(text_result(probabilities, id2label, truncated, request.all_scores, windows))
         return results

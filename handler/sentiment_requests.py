@@ -9,6 +9,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from sentiment_truncation import DEFAULT_MODE, MODES
+
 # The header the facade sets on each request: the Unix time (seconds, a decimal) after which it
 # no longer waits for the answer. Absolute, because only an absolute time survives TorchServe's
 # queue; it assumes the facade's and the worker's clocks agree (one host, or NTP across hosts).
@@ -42,6 +44,20 @@ class TooManyTokensError(InvalidRequestError):
         self.details = {"tokens": tokens, "max_request_tokens": limit, "max_text_tokens": max_text_tokens}
 
 
+class TextTooManyTokensError(InvalidRequestError):
+    """A text over the model's token limit, under truncation "error"."""
+
+    status = 413
+
+    def __init__(self, index, tokens, max_text_tokens):
+        super().__init__(
+            "text_too_many_tokens",
+            f"Text {index} has {tokens} tokens, over the model's limit of {max_text_tokens} tokens per text "
+            '(truncation "error"); shorten it, or choose another truncation: right, left, head_tail or window.',
+        )
+        self.details = {"index": index, "tokens": tokens, "max_text_tokens": max_text_tokens}
+
+
 class NotServedError(InvalidRequestError):
     """A valid request the worker answers at once instead of running: too late, or no room in the batch."""
 
@@ -70,6 +86,13 @@ class ParsedRequest:
 
     texts: list
     single: bool
+    all_scores: bool = False  # every label's score, not only the best one's
+    truncation: str = DEFAULT_MODE  # what of a text over the token limit is read (sentiment_truncation.py)
+    # Set when a mode split or cut the texts: per part, the index of the text it came from, and
+    # per text, whether part of it was left out. Results are put back together per text.
+    owners: tuple = ()
+    dropped: tuple = ()
+    weights: tuple = ()
 
 
 @dataclass
@@ -228,8 +251,9 @@ def parse_request(row):
     has_text, has_texts = "text" in body, "texts" in body
     if has_text and has_texts:
         raise InvalidRequestError("conflicting_fields", 'Send either "text" or "texts", not both.')
+    options = request_options(body)
     if has_text:
-        return ParsedRequest(texts=[checked_text(body["text"])], single=True)
+        return ParsedRequest(texts=[checked_text(body["text"])], single=True, **options)
     if not has_texts:
         raise InvalidRequestError("missing_text", 'Send {"text": "..."} or {"texts": ["...", ...]}.')
     texts = body["texts"]
@@ -237,7 +261,18 @@ def parse_request(row):
         raise InvalidRequestError("invalid_text_type", '"texts" must be a JSON array of strings.')
     if not texts:
         raise InvalidRequestError("empty_texts", '"texts" is an empty list; send at least one string.')
-    return ParsedRequest(texts=[checked_text(text) for text in texts], single=False)
+    return ParsedRequest(texts=[checked_text(text) for text in texts], single=False, **options)
+
+
+def request_options(body):
+    """Return the request's options (all_scores, truncation) with their defaults, or raise naming the bad one."""
+    all_scores = body.get("all_scores", False)
+    if not isinstance(all_scores, bool):
+        raise InvalidRequestError("invalid_option", '"all_scores" must be true or false.')
+    truncation = body.get("truncation", DEFAULT_MODE)
+    if truncation not in MODES:
+        raise InvalidRequestError("invalid_option", f'"truncation" must be one of {", ".join(MODES)}.')
+    return {"all_scores": all_scores, "truncation": truncation}
 
 
 def error_body(error):
