@@ -2,8 +2,9 @@
 
 from flask import Flask
 
-from facade.context import PREDICTOR_KEY, SETTINGS_KEY
+from facade.context import MODEL_INFO_KEY, PREDICTOR_KEY, SETTINGS_KEY
 from facade.errors import register_error_handlers
+from facade.info import ModelInfo
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
 
@@ -20,6 +21,7 @@ def create_app(settings=None, predictor=None) -> Flask:
     app.json.sort_keys = False
     app.extensions[SETTINGS_KEY] = settings
     app.extensions[PREDICTOR_KEY] = predictor or TorchServeClient(settings)
+    app.extensions[MODEL_INFO_KEY] = ModelInfo(settings.info_ttl_s)
     register_error_handlers(app)
 
     # Imported here, not at the top: prometheus_client must not be imported by the Gunicorn

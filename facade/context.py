@@ -9,6 +9,7 @@ from facade.settings import SAFE_ID, Settings
 SETTINGS_KEY = "facade.settings"
 PREDICTOR_KEY = "facade.predictor"
 METRICS_KEY = "facade.metrics"
+MODEL_INFO_KEY = "facade.model_info"
 
 
 def settings() -> Settings:
@@ -24,6 +25,11 @@ def predictor():
 def metrics():
     """Return the current app's Metrics."""
     return current_app.extensions[METRICS_KEY]
+
+
+def model_info():
+    """Return the current app's ModelInfo cache (facade/info.py)."""
+    return current_app.extensions[MODEL_INFO_KEY]
 
 
 def request_id() -> str:

@@ -4,12 +4,14 @@ from facade import schemas
 from facade.settings import Settings
 
 DESCRIPTIONS = {
-    400: "The body is not what the API takes; the message says what to change.",
+    400: "The body is not what the API takes (invalid_option: all_scores or truncation); the message says what "
+    "to change.",
     404: "No route at this path.",
     405: "The path exists, but not for this method; Allow lists the methods it takes.",
     413: "The request body is over the size limit (payload_too_large), or its texts come to more tokens than "
     "one request may (too_many_tokens: the model's cost limit; the message states the limit, the request's "
-    "count and into how many requests to split it).",
+    "count and into how many requests to split it), or a text is over the model's token limit under truncation "
+    '"error" (text_too_many_tokens: the message states its token count).',
     415: "The body is not JSON (nor, on POST /, the page's form).",
     500: "An unexpected error, logged with the request ID.",
     502: "TorchServe gave an answer the facade did not expect.",
@@ -40,6 +42,14 @@ def openapi_spec(settings: Settings) -> dict:
                 "readyz",
                 "Readiness: 200 when TorchServe has a READY worker for the model.",
                 {**_status("ready"), 503: _error(503)},
+            )
+        },
+        "/info": {
+            "get": _operation(
+                "info",
+                "The model (id, revision, archive version, runtime, precision, labels) and every limit a client "
+                "must respect: texts per request, characters, tokens, timeout; the truncation modes.",
+                {200: _response(200, "The model and its limits.", schemas.info_body(settings)), 503: _error(503)},
             )
         },
         "/openapi.json": {
@@ -111,6 +121,7 @@ def _error(status: int, html: bool = False) -> dict:
 def _headers(status: int) -> dict:
     names = ["X-Container-ID", "X-Request-ID"]
     names += ["Retry-After"] if status == 503 else ["Allow"] if status == 405 else []
+    names += ["X-Model-Version"] if status == 200 else []
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
@@ -131,6 +142,12 @@ def _components() -> dict:
             "X-Request-ID": {**safe_id, "description": "The client's valid X-Request-ID, or a new one."},
             "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 0}},
             "Allow": {"required": True, "schema": {"type": "string"}},
+            # Not required: only answers the model produced (classifications, /info) carry it.
+            "X-Model-Version": {
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The archive version of the model that produced the answer (GET /info).",
+            },
         },
         # No documented operation answers these, but any other path or method does.
         "responses": {"NotFound": _error(404), "MethodNotAllowed": _error(405)},

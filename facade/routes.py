@@ -5,11 +5,13 @@ import secrets
 from flask import Blueprint, g, jsonify, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from facade.context import metrics, predictor, request_id, settings
+from facade.context import metrics, model_info, predictor, request_id, settings
 from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
+from facade.info import MODEL_VERSION_HEADER, info_body
 from facade.observability import classify as classify_texts
 from facade.openapi import openapi_spec
-from facade.validation import checked_text, texts_from_json
+from facade.options import classify_options
+from facade.validation import checked_text, classify_request
 
 bp = Blueprint("facade", __name__)
 
@@ -38,6 +40,8 @@ def identify_response(response):
     response.headers["X-Request-ID"] = request_id()
     if response.status_code == 503:
         response.headers.setdefault("Retry-After", str(settings().retry_after_s))
+    if g.get("model_version"):
+        response.headers[MODEL_VERSION_HEADER] = g.model_version
     return response
 
 
@@ -55,8 +59,8 @@ def classify():
     _require_json()
     body = request.get_data(cache=False)
     _reject_cut_off_body()
-    texts, single = texts_from_json(body, settings())
-    results = classify_texts(texts)
+    texts, single, options = classify_request(body, settings())
+    results = classify_texts(texts, options)
     body = results[0] if single else {"results": results}
     return jsonify({**body, "container_id": settings().container_id})
 
@@ -76,6 +80,14 @@ def readyz():
             f"retry in {settings().retry_after_s} s."
         )
     return jsonify({"status": "ready", "container_id": settings().container_id})
+
+
+@bp.get("/info")
+def info():
+    """Return the model's identity (id, revision, archive version, runtime, labels) and every limit."""
+    model = model_info().current(predictor())
+    g.model_version = model.get("archive_version")
+    return jsonify({**info_body(settings(), model), "container_id": settings().container_id})
 
 
 @bp.get("/openapi.json")
@@ -102,7 +114,8 @@ def classified_form():
         _reject_cut_off_body()
         if text is None:
             raise MissingTextError("Type a sentence in the box, then press Classify.")
-        result = classify_texts([checked_text(text, "The text", settings())])[0]
+        options = classify_options({}, settings().default_truncation)
+        result = classify_texts([checked_text(text, "The text", settings())], options)[0]
     except RequestEntityTooLarge:
         g.error_code = "payload_too_large"
         limit = settings().max_body_bytes

@@ -13,6 +13,7 @@ from facade.errors import (
     TextTooLongError,
     TooManyTextsError,
 )
+from facade.options import classify_options
 from facade.settings import Settings
 
 EXAMPLE = '{"text": "I like it"} or {"texts": ["I like it", "I do not"]}'
@@ -20,7 +21,17 @@ EXAMPLE = '{"text": "I like it"} or {"texts": ["I like it", "I do not"]}'
 
 def texts_from_json(body: bytes, settings: Settings) -> tuple[list[str], bool]:
     """Return the texts in a JSON body, and whether the client sent the single "text" form."""
+    return _texts_of(_json_object(body), settings)
+
+
+def classify_request(body: bytes, settings: Settings) -> tuple[list[str], bool, dict]:
+    """Return the texts in a JSON body, whether it used the single "text" form, and its options."""
     payload = _json_object(body)
+    texts, single = _texts_of(payload, settings)
+    return texts, single, classify_options(payload, settings.default_truncation)
+
+
+def _texts_of(payload: dict, settings: Settings) -> tuple[list[str], bool]:
     if "text" in payload and "texts" in payload:
         raise ConflictingFieldsError('Send either "text" or "texts", not both.')
     if "text" in payload:

@@ -38,7 +38,7 @@ from sentiment_requests import (
     response_body,
 )
 from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
-from sentiment_truncation import averaged, cut, text_result
+from sentiment_truncation import MAX_WINDOWS, averaged, cut, text_result
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class SentimentHandler(BaseHandler):
             "max_text_tokens": self.max_length,
             "max_request_tokens": self.max_request_tokens,
             "max_batch_tokens": self.max_batch_tokens,
+            "max_windows": MAX_WINDOWS,
         }
         return json.dumps({**self.identity, "runtime": self.runtime, "precision": self.precision, **limits})
 

@@ -251,17 +251,23 @@ def parse_request(row):
     has_text, has_texts = "text" in body, "texts" in body
     if has_text and has_texts:
         raise InvalidRequestError("conflicting_fields", 'Send either "text" or "texts", not both.')
-    options = request_options(body)
     if has_text:
-        return ParsedRequest(texts=[checked_text(body["text"])], single=True, **options)
-    if not has_texts:
+        texts, single = [checked_text(body["text"])], True
+    elif not has_texts:
         raise InvalidRequestError("missing_text", 'Send {"text": "..."} or {"texts": ["...", ...]}.')
-    texts = body["texts"]
+    else:
+        texts, single = checked_texts(body["texts"]), False
+    # After the texts, as the facade does (facade/validation.py): a body bad in both ways gets one answer.
+    return ParsedRequest(texts=texts, single=single, **request_options(body))
+
+
+def checked_texts(texts):
+    """Return `texts` if it is a non-empty list of texts the tokenizer can take, else raise."""
     if not isinstance(texts, list):
         raise InvalidRequestError("invalid_text_type", '"texts" must be a JSON array of strings.')
     if not texts:
         raise InvalidRequestError("empty_texts", '"texts" is an empty list; send at least one string.')
-    return ParsedRequest(texts=[checked_text(text) for text in texts], single=False, **options)
+    return [checked_text(text) for text in texts]
 
 
 def request_options(body):

@@ -65,6 +65,7 @@ def test_error_table_has_a_distinct_code_for_each_failure():
         "too_many_texts",
         "text_too_long",
         "invalid_text",
+        "invalid_option",
         "bad_request",
     ]
 
@@ -73,5 +74,5 @@ def test_413_documents_the_token_limit_next_to_the_body_size_limit(spec):
     response = spec["paths"]["/"]["post"]["responses"]["413"]
     codes = response["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]["enum"]
 
-    assert codes == ["too_many_tokens", "payload_too_large"]
+    assert codes == ["too_many_tokens", "text_too_many_tokens", "payload_too_large"]
     assert "too_many_tokens" in response["description"]
