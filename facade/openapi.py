@@ -21,6 +21,12 @@ DESCRIPTIONS = {
     504: "TorchServe did not answer within the read timeout.",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}
+JAVASCRIPT = {"text/javascript": {"schema": {"type": "string"}}}
+ASSETS = {
+    "text/css": {"schema": {"type": "string"}},
+    **JAVASCRIPT,
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+}
 PROMETHEUS = {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
 
 
@@ -51,6 +57,33 @@ def openapi_spec(settings: Settings) -> dict:
                 "must respect: texts per request, characters, tokens, timeout; the truncation modes.",
                 {200: _response(200, "The model and its limits.", schemas.info_body(settings)), 503: _error(503)},
             )
+        },
+        "/docs": {
+            "get": _operation(
+                "docs",
+                "This document rendered by Swagger UI, served here (no CDN).",
+                {200: {**_response(200, "The Swagger UI page."), "content": HTML}},
+            )
+        },
+        "/docs/init.js": {
+            "get": _operation(
+                "docsInit",
+                "The script that starts Swagger UI on this document.",
+                {200: {**_response(200, "JavaScript."), "content": JAVASCRIPT}},
+            )
+        },
+        "/docs/{name}": {
+            "get": {
+                **_operation(
+                    "docsAsset",
+                    "An asset of Swagger UI (its script, stylesheet, icons); 404 for any other name.",
+                    {200: {**_response(200, "The asset."), "content": ASSETS}, 404: _error(404)},
+                ),
+                "parameters": [
+                    {"$ref": "#/components/parameters/X-Request-ID"},
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+            }
         },
         "/openapi.json": {
             "get": _operation("openapi", "This document.", {200: _response(200, "OpenAPI 3.0.", {"type": "object"})})
