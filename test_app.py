@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 
 # Where `make up`, Compose and Swarm publish nginx unless HTTP_PORT says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080/"
+# The service's truncation modes (GET /info lists them) and the result fields its options add.
+TRUNCATION_MODES = ("right", "left", "head_tail", "error", "window")
+OPTIONAL_FIELDS = ("windows", "scores")
 
 SEED_TEXTS = [
     "It is worth it",
@@ -141,12 +144,13 @@ def http_error(url, error):
     )
 
 
-def classify(url, texts, timeout_s, single):
-    """Send texts (as {"text"} when `single`, else {"texts"}) and return an Outcome; never raises."""
+def classify(url, texts, timeout_s, single, options=None):
+    """Send texts (as {"text"} when `single`, else {"texts"}) with `options` and return an Outcome; never raises."""
     started = time.perf_counter()
     outcome = Outcome(texts=list(texts))
     try:
-        answer, headers = post_json(url, {"text": texts[0]} if single else {"texts": list(texts)}, timeout_s)
+        body = {"text": texts[0]} if single else {"texts": list(texts)}
+        answer, headers = post_json(url, {**body, **(options or {})}, timeout_s)
         results = [answer] if single else answer.get("results")
         if not isinstance(results, list) or len(results) != len(texts):
             raise ServiceError(f"{url} answered with JSON that is not a classification", code="unexpected_answer")
@@ -154,6 +158,7 @@ def classify(url, texts, timeout_s, single):
             raise ServiceError(f"{url} answered with a result that lacks a label or a score", code="unexpected_answer")
         outcome.results = [
             {"label": r["label"], "score": r["score"], **({"truncated": True} if r.get("truncated") else {})}
+            | {key: r[key] for key in OPTIONAL_FIELDS if key in r}
             for r in results
         ]
         outcome.container_id = str(answer.get("container_id", "?"))
@@ -170,7 +175,15 @@ def result_line(text, result, container_id):
     """Return one printed line: label, score, container ID and the (shortened) text."""
     shown = text if len(text) <= 60 else text[:57] + "..."
     truncated = " (truncated)" if result.get("truncated") else ""
-    return f"{result['label']:<8} {result['score']:.4f}  {container_id:<16} {shown}{truncated}"
+    windows = f" ({result['windows']} windows)" if "windows" in result else ""
+    scores = "".join(f" {entry['label']}={entry['score']:.4f}" for entry in result.get("scores", ()))
+    return f"{result['label']:<8} {result['score']:.4f}  {container_id:<16} {shown}{truncated}{windows}{scores}"
+
+
+def request_options(args):
+    """Return the classify options the command line asked for (none: the service's defaults)."""
+    options = {"all_scores": True} if args.all_scores else {}
+    return {**options, "truncation": args.truncation} if args.truncation else options
 
 
 def json_lines(outcome):
@@ -251,7 +264,7 @@ def run_texts(args, texts, file_texts):
     def send(job):
         if stop.is_set():
             return None
-        outcome = classify(args.url, job[0], args.timeout, job[1])
+        outcome = classify(args.url, job[0], args.timeout, job[1], request_options(args))
         if isinstance(outcome.error, Unreachable):
             stop.set()
         return outcome
@@ -405,6 +418,12 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32, help="texts per request with --file (max 64)")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text (or the load summary)")
+    parser.add_argument("--all-scores", action="store_true", help="also print every label's score")
+    parser.add_argument(
+        "--truncation",
+        choices=TRUNCATION_MODES,
+        help="what of a text over the model's token limit is read (default: the service's; see GET /info)",
+    )
     parser.add_argument(
         "--concurrency", type=positive_int, default=1, help="requests in flight at once (threads); default 1"
     )

@@ -58,6 +58,23 @@ def openapi_spec(settings: Settings) -> dict:
                 {200: _response(200, "The model and its limits.", schemas.info_body(settings)), 503: _error(503)},
             )
         },
+        "/predict": {
+            "post": {
+                **_operation(
+                    "predict",
+                    "text-embeddings-inference's /predict: every label's score per text (inputs, raw_scores, "
+                    "truncate, truncation_direction).",
+                    {
+                        200: _response(200, "Per text, every label best first.", schemas.tei_predict_result(settings)),
+                        **{status: _error(status) for status in (400, 413, 415, 502, 503, 504)},
+                    },
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": schemas.tei_predict_request(settings)}},
+                },
+            }
+        },
         "/docs": {
             "get": _operation(
                 "docs",
@@ -98,7 +115,8 @@ def openapi_spec(settings: Settings) -> dict:
         },
     }
     for operations in paths.values():
-        operations["head"] = _head_of(operations["get"])
+        if "get" in operations:
+            operations["head"] = _head_of(operations["get"])
     return {
         "openapi": "3.0.3",
         "info": {

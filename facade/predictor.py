@@ -81,7 +81,7 @@ class TorchServeClient:
                 response = self._post(texts, request_id, left_s, options)
         if response.status_code != 200:
             raise self._status_error(response, request_id)
-        results = _results(response, len(texts), request_id)
+        results = _results(response, len(texts), request_id, options or {})
         note_served_version(response.headers.get(MODEL_VERSION_HEADER))
         return results
 
@@ -203,12 +203,12 @@ def _status_error(response: requests.Response, request_id: str) -> Exception:
     return _malformed(request_id, f"status {response.status_code}: {_summary(body)}")
 
 
-def _results(response: requests.Response, expected: int, request_id: str) -> list[dict]:
+def _results(response: requests.Response, expected: int, request_id: str, options: dict) -> list[dict]:
     body = _json_or_none(response)
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or len(results) != expected:
         raise _malformed(request_id, f"expected {expected} results, got {_summary(body)}")
-    public = [_public_result(item) for item in results]
+    public = [_public_result(item, options) for item in results]
     if None in public:
         raise _malformed(
             request_id, "a result lacks a label, a score in [0, 1] or a boolean truncated, or has bad scores or windows"
@@ -216,7 +216,7 @@ def _results(response: requests.Response, expected: int, request_id: str) -> lis
     return public
 
 
-def _public_result(item: object) -> dict | None:
+def _public_result(item: object, options: dict) -> dict | None:
     if not isinstance(item, dict):
         return None
     label, score, truncated = item.get("label"), item.get("score"), item.get("truncated", False)
@@ -227,7 +227,7 @@ def _public_result(item: object) -> dict | None:
     result = {"label": label, "score": float(score)}
     if truncated:
         result["truncated"] = True
-    extras = result_extras(item)
+    extras = result_extras(item, options)
     return None if extras is None else {**result, **extras}
 
 

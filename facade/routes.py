@@ -5,13 +5,14 @@ import secrets
 from flask import Blueprint, g, jsonify, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
+from facade import compat
 from facade.context import metrics, model_info, predictor, request_id, settings
 from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
 from facade.info import MODEL_VERSION_HEADER, info_body
 from facade.observability import classify as classify_texts
 from facade.openapi import openapi_spec
 from facade.options import classify_options
-from facade.validation import checked_text, classify_request
+from facade.validation import checked_text, classify_payload, json_object
 
 bp = Blueprint("facade", __name__)
 
@@ -59,10 +60,33 @@ def classify():
     _require_json()
     body = request.get_data(cache=False)
     _reject_cut_off_body()
-    texts, single, options = classify_request(body, settings())
+    payload = json_object(body)
+    if compat.is_inference_request(payload):
+        return hf_inference(payload)
+    texts, single, options = classify_payload(payload, settings())
     results = classify_texts(texts, options)
     body = results[0] if single else {"results": results}
     return jsonify({**body, "container_id": settings().container_id})
+
+
+def hf_inference(payload: dict):
+    """Return Hugging Face's text-classification answer to its inference request shape (facade/compat.py)."""
+    texts, _ = compat.inference_inputs(payload, settings())
+    options, top_k = compat.hf_options(payload, settings())
+    return jsonify(compat.hf_answer(classify_texts(texts, options), top_k))
+
+
+@bp.post("/predict")
+def tei_predict():
+    """Return text-embeddings-inference's /predict answer: every label's score, per text (facade/compat.py)."""
+    _require_json()
+    body = request.get_data(cache=False)
+    _reject_cut_off_body()
+    payload = json_object(body)
+    texts, single = compat.inference_inputs(payload, settings())
+    options = compat.tei_options(payload, settings())
+    results = classify_texts(texts, options)
+    return jsonify(compat.tei_answer(results, single, options["raw_scores"]))
 
 
 @bp.get("/healthz")

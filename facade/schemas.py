@@ -90,6 +90,7 @@ def classify_request(settings: Settings) -> dict:
                 "oneOf": [
                     {**single, "not": {"required": ["texts"]}},
                     {**batch, "not": {"required": ["text"]}},
+                    hf_inference_request(settings),
                 ]
             }
         },
@@ -106,7 +107,71 @@ def classify_result(settings: Settings) -> dict:
         "maxItems": settings.max_texts,
         "items": closed_object(RESULT, optional=OPTIONAL_RESULT_FIELDS),
     }
-    return {"oneOf": [single, closed_object({"results": results, "container_id": CONTAINER_ID})]}
+    hf_answer = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": settings.max_texts,
+        "description": "To a body with inputs (Hugging Face's inference shape): per text, its labels best first.",
+        "items": scored_labels(),
+    }
+    return {"oneOf": [single, closed_object({"results": results, "container_id": CONTAINER_ID}), hf_answer]}
+
+
+def inputs_schema(settings: Settings) -> dict:
+    """Return the schema of `inputs`: one text, or a list of 1 to max_texts texts."""
+    text = {"type": "string", "minLength": 1, "maxLength": settings.max_text_chars, "pattern": r"\S"}
+    texts = {"type": "array", "minItems": 1, "maxItems": settings.max_texts, "items": text}
+    return {"oneOf": [text, texts], "example": "It is worth it"}
+
+
+def hf_inference_request(settings: Settings) -> dict:
+    """Return the schema of Hugging Face's inference request (InferenceClient.text_classification)."""
+    parameters = {
+        "type": "object",
+        "nullable": True,
+        "properties": {
+            "top_k": {"type": "integer", "minimum": 1, "nullable": True},
+            "function_to_apply": {"type": "string", "enum": ["softmax"], "nullable": True},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {"inputs": inputs_schema(settings), "parameters": parameters},
+        "not": {"anyOf": [{"required": ["text"]}, {"required": ["texts"]}]},
+        "description": "Hugging Face's inference shape (huggingface_hub.InferenceClient): answered with a list "
+        "of {label, score} lists.",
+    }
+
+
+def scored_labels(bounded: bool = True) -> dict:
+    """Return the schema of every label with its score, best first."""
+    score = {"type": "number", "minimum": 0, "maximum": 1} if bounded else {"type": "number"}
+    entry = closed_object({"label": {"type": "string", "minLength": 1}, "score": score})
+    return {"type": "array", "minItems": 1, "items": entry}
+
+
+def tei_predict_request(settings: Settings) -> dict:
+    """Return the schema of text-embeddings-inference's POST /predict body."""
+    properties = {
+        "inputs": inputs_schema(settings),
+        "raw_scores": {"type": "boolean", "default": False, "description": "true: the logits as scores."},
+        "truncate": {
+            "type": "boolean",
+            "nullable": True,
+            "description": "false: a text over the model's limit gets 413 text_too_many_tokens; true: it is cut "
+            "(truncation_direction); absent: the service's default truncation.",
+        },
+        "truncation_direction": {"type": "string", "enum": ["Right", "Left", "right", "left"], "default": "Right"},
+    }
+    return {"type": "object", "required": ["inputs"], "properties": properties}
+
+
+def tei_predict_result(settings: Settings) -> dict:
+    """Return the schema of POST /predict's answer: one text's labels, or a list of them."""
+    labels = scored_labels(bounded=False)
+    many = {"type": "array", "minItems": 1, "maxItems": settings.max_texts, "items": labels}
+    return {"oneOf": [labels, many]}
 
 
 def info_body(settings: Settings) -> dict:

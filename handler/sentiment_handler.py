@@ -302,27 +302,34 @@ class SentimentHandler(BaseHandler):
         )
 
     def text_results(self, batch):
-        """Return (probabilities, truncated) per text of the batch, in text order."""
+        """Return (logits, truncated) per text of the batch, in text order."""
         if batch.logits is None:
             return []
-        return list(zip(softmax(batch.logits), batch.truncated, strict=True))
+        return list(zip(batch.logits, batch.truncated, strict=True))
 
     def request_results(self, request, rows):
-        """Return one result per text the client sent, from the (probabilities, truncated) of its parts.
+        """Return one result per text the client sent, from the (logits, truncated) of its parts.
 
         `{"label", "score"}`, plus `"truncated": true` where part of the text was not read,
-        `"windows"` under truncation "window", and `"scores"` (every label, best first) on request.
+        `"windows"` under truncation "window", `"scores"` (every label, best first) and `"logits"`
+        (by label; of windows, their weighted mean) on request.
         """
         id2label = self.model.config.id2label
-        if not request.owners:
-            return [
-                text_result(probabilities, id2label, truncated, request.all_scores) for probabilities, truncated in rows
-            ]
+        owners = request.owners or tuple(range(len(rows)))
+        weights = request.weights or (1,) * len(rows)
+        dropped = request.dropped or (False,) * len(rows)
         results = []
-        for text_index, dropped in enumerate(request.dropped):
-            parts = [index for index, owner in enumerate(request.owners) if owner == text_index]
-            probabilities = averaged([rows[index][0] for index in parts], [request.weights[index] for index in parts])
-            truncated = dropped or any(rows[index][1] for index in parts)
+        for text_index, text_dropped in enumerate(dropped):
+            parts = [index for index, owner in enumerate(owners) if owner == text_index]
+            logits = np.stack([rows[index][0] for index in parts])
+            part_weights = [weights[index] for index in parts]
+            truncated = text_dropped or any(rows[index][1] for index in parts)
             windows = len(parts) if request.truncation == "window" else None
-            results.append(text_result(probabilities, id2label, truncated, request.all_scores, windows))
+            result = text_result(
+                averaged(softmax(logits), part_weights), id2label, truncated, request.all_scores, windows
+            )
+            if request.raw_scores:
+                mean = averaged(logits, part_weights).tolist()
+                result["logits"] = {id2label[index]: value for index, value in enumerate(mean)}
+            results.append(result)
         return results

@@ -87,6 +87,7 @@ class ParsedRequest:
     texts: list
     single: bool
     all_scores: bool = False  # every label's score, not only the best one's
+    raw_scores: bool = False  # the logits too (TEI's raw_scores), in label order
     truncation: str = DEFAULT_MODE  # what of a text over the token limit is read (sentiment_truncation.py)
     # Set when a mode split or cut the texts: per part, the index of the text it came from, and
     # per text, whether part of it was left out. Results are put back together per text.
@@ -271,14 +272,17 @@ def checked_texts(texts):
 
 
 def request_options(body):
-    """Return the request's options (all_scores, truncation) with their defaults, or raise naming the bad one."""
+    """Return the request's options (all_scores, raw_scores, truncation) with their defaults, or raise naming it."""
     all_scores = body.get("all_scores", False)
     if not isinstance(all_scores, bool):
         raise InvalidRequestError("invalid_option", '"all_scores" must be true or false.')
+    raw_scores = body.get("raw_scores", False)
+    if not isinstance(raw_scores, bool):
+        raise InvalidRequestError("invalid_option", '"raw_scores" must be true or false.')
     truncation = body.get("truncation", DEFAULT_MODE)
     if truncation not in MODES:
         raise InvalidRequestError("invalid_option", f'"truncation" must be one of {", ".join(MODES)}.')
-    return {"all_scores": all_scores, "truncation": truncation}
+    return {"all_scores": all_scores, "raw_scores": raw_scores, "truncation": truncation}
 
 
 def error_body(error):

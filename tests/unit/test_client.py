@@ -38,7 +38,7 @@ class StandIn(BaseHTTPRequestHandler):
             elif "html" in texts:
                 self.reply(502, "<html>bad gateway</html>", container, number)
             else:
-                results = [self.result(text) for text in texts]
+                results = [self.result(text, body) for text in texts]
                 answer = results[0] if "text" in body else {"results": results}
                 self.reply(200, {**answer, "container_id": container}, container, number)
         finally:
@@ -46,8 +46,13 @@ class StandIn(BaseHTTPRequestHandler):
                 server.in_flight -= 1
 
     @staticmethod
-    def result(text):
+    def result(text, body=None):
         result = {"label": "POSITIVE" if "good" in text else "NEGATIVE", "score": 0.875}
+        if body and body.get("all_scores"):
+            other = "NEGATIVE" if result["label"] == "POSITIVE" else "POSITIVE"
+            result["scores"] = [{"label": result["label"], "score": 0.875}, {"label": other, "score": 0.125}]
+        if body and body.get("truncation") == "window":
+            result["windows"] = 2
         return {**result, "truncated": True} if "long" in text else result
 
     def reply(self, status, body, container, number):
@@ -319,3 +324,25 @@ def published_ports():
 def test_the_default_url_is_where_every_deployment_publishes_the_service():
     port = urllib.parse.urlsplit(test_app.DEFAULT_URL).port
     assert published_ports() == dict.fromkeys(published_ports(), port)
+
+
+def test_options_are_sent_and_every_score_and_the_windows_printed(service, capsys):
+    status, out, _ = run(capsys, "--url", service.url, "--text", "good long", "--all-scores", "--truncation", "window")
+    assert status == 0
+    assert service.bodies == [{"text": "good long", "all_scores": True, "truncation": "window"}]
+    assert out.strip().endswith("good long (truncated) (2 windows) POSITIVE=0.8750 NEGATIVE=0.1250")
+
+
+def test_json_output_carries_the_scores_and_windows(service, capsys):
+    status, out, _ = run(
+        capsys, "--url", service.url, "--text", "good", "--all-scores", "--truncation", "window", "--json"
+    )
+    item = json.loads(out)
+    assert status == 0
+    assert item["windows"] == 2 and [entry["label"] for entry in item["scores"]] == ["POSITIVE", "NEGATIVE"]
+
+
+def test_an_unknown_truncation_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        test_app.main(["--truncation", "middle"])
+    assert raised.value.code == 2

@@ -27,10 +27,11 @@ def test_spec_documents_every_route_and_method_the_app_answers(app, spec):
 
 def test_spec_carries_the_instance_limits(spec):
     schema = spec["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    single, batch = schema["oneOf"]
+    single, batch, inference = schema["oneOf"]
 
     assert single["properties"]["text"]["maxLength"] == 20
     assert batch["properties"]["texts"]["maxItems"] == 3
+    assert inference["properties"]["inputs"]["oneOf"][1]["maxItems"] == 3
     assert "additionalProperties" not in single
 
 

@@ -407,14 +407,31 @@ def test_the_archive_version_of_the_answer_is_noted_for_the_request(torchserve, 
 
 @pytest.mark.parametrize(
     "extras",
-    [{"scores": "all"}, {"scores": [{"label": "POSITIVE", "score": 2}]}, {"windows": 0}, {"windows": True}],
+    [
+        {"scores": "all"},
+        {"scores": [{"label": "POSITIVE", "score": 2}]},
+        {"windows": 0},
+        {"windows": True},
+        {"logits": [1.0, 2.0]},
+        {"logits": {"POSITIVE": "high"}},
+    ],
 )
 def test_malformed_extra_fields_are_a_backend_error(torchserve, ts_client, extras):
     torchserve.answer(
         "POST", "/predictions/sentiment", body={"results": [{"label": "POSITIVE", "score": 0.9, **extras}]}
     )
     with pytest.raises(UpstreamError):
-        ts_client.classify(["good"], "rid-x")
+        ts_client.classify(["good"], "rid-x", {"all_scores": True, "raw_scores": True, "truncation": "window"})
+
+
+def test_extra_fields_not_asked_for_stay_private(torchserve, ts_client):
+    extras = {"scores": [{"label": "POSITIVE", "score": 0.9}], "windows": 2, "logits": {"POSITIVE": 3.0}}
+    torchserve.answer(
+        "POST", "/predictions/sentiment", body={"results": [{"label": "POSITIVE", "score": 0.9, **extras}]}
+    )
+    assert ts_client.classify(["good"], "rid-p", {"all_scores": False, "truncation": "right"}) == [
+        {"label": "POSITIVE", "score": 0.9}
+    ]
 
 
 def test_a_text_over_the_token_limit_under_error_truncation_is_413_with_the_count(torchserve, ts_client):

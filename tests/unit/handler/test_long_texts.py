@@ -168,3 +168,16 @@ def test_describe_reports_identity_labels_and_token_limits(loaded_handler):
 def test_window_average_of_identical_windows_is_that_window():
     row = np.array([0.2, 0.8])
     assert averaged([row, row, row], [5, 5, 2]).tolist() == pytest.approx(row.tolist())
+
+
+def test_raw_scores_add_the_logits_whose_softmax_is_the_scores(handle):
+    responses, _ = handle([{"body": {"texts": ["good fun", LONG], "raw_scores": True, "truncation": "window"}}])
+    for result in responses[0]["results"]:
+        assert set(result["logits"]) == {"NEGATIVE", "POSITIVE"}
+        logits = np.array([result["logits"]["NEGATIVE"], result["logits"]["POSITIVE"]])
+        probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        if result["windows"] == 1:
+            assert probabilities.max() == pytest.approx(result["score"], abs=1e-6)
+        assert max(result["logits"], key=result["logits"].get) == result["label"]
+    plain, _ = handle([{"body": {"text": "good fun"}}])
+    assert "logits" not in plain[0]
