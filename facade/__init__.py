@@ -26,11 +26,13 @@ def create_app(settings=None, predictor=None) -> Flask:
 
     # Imported here, not at the top: prometheus_client must not be imported by the Gunicorn
     # master before gunicorn.conf.py has set PROMETHEUS_MULTIPROC_DIR (see facade/metrics.py).
+    from facade import auth
     from facade.docs import bp as docs_bp
     from facade.observability import install
     from facade.routes import bp
 
     install(app)
+    auth.install(app, settings.api_keys_file)
 
     app.register_blueprint(bp)
     app.register_blueprint(docs_bp)

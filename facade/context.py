@@ -10,6 +10,7 @@ SETTINGS_KEY = "facade.settings"
 PREDICTOR_KEY = "facade.predictor"
 METRICS_KEY = "facade.metrics"
 MODEL_INFO_KEY = "facade.model_info"
+API_KEYS_KEY = "facade.api_keys"
 
 
 def settings() -> Settings:
@@ -25,6 +26,11 @@ def predictor():
 def metrics():
     """Return the current app's Metrics."""
     return current_app.extensions[METRICS_KEY]
+
+
+def api_keys_on() -> bool:
+    """Return whether the current app requires API keys (facade/auth.py)."""
+    return API_KEYS_KEY in current_app.extensions
 
 
 def model_info():

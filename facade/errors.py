@@ -75,6 +75,11 @@ class InvalidOptionError(RequestError):
     code = "invalid_option"
 
 
+class UnauthorizedError(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
 class TooManyTokensError(ServiceError):
     status = 413
     code = "too_many_tokens"

@@ -1,11 +1,13 @@
 """The OpenAPI 3.0 document served at /openapi.json, with this instance's limits filled in."""
 
 from facade import schemas
+from facade.docs import ASSETS as DOCS_ASSETS
 from facade.settings import Settings
 
 DESCRIPTIONS = {
     400: "The body is not what the API takes (invalid_option: all_scores or truncation); the message says what "
     "to change.",
+    401: "API keys are on and the request has no Authorization: Bearer <key>, or an unknown key.",
     404: "No route at this path.",
     405: "The path exists, but not for this method; Allow lists the methods it takes.",
     413: "The request body is over the size limit (payload_too_large), or its texts come to more tokens than "
@@ -22,6 +24,7 @@ DESCRIPTIONS = {
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}
 JAVASCRIPT = {"text/javascript": {"schema": {"type": "string"}}}
+DOC_ASSETS = sorted(DOCS_ASSETS)
 ASSETS = {
     "text/css": {"schema": {"type": "string"}},
     **JAVASCRIPT,
@@ -98,7 +101,7 @@ def openapi_spec(settings: Settings) -> dict:
                 ),
                 "parameters": [
                     {"$ref": "#/components/parameters/X-Request-ID"},
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": DOC_ASSETS}},
                 ],
             }
         },
@@ -117,6 +120,10 @@ def openapi_spec(settings: Settings) -> dict:
     for operations in paths.values():
         if "get" in operations:
             operations["head"] = _head_of(operations["get"])
+    if settings.api_keys_file:
+        for operation in (paths["/"]["post"], paths["/predict"]["post"]):
+            operation["security"] = [{"apiKey": []}]
+            operation["responses"]["401"] = _error(401)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -187,6 +194,8 @@ def _components() -> dict:
         "schema": {"type": "string"},
     }
     return {
+        # Used by the classification routes when API keys are on (Swagger UI's Authorize takes the key).
+        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         "parameters": {"X-Request-ID": request_id},
         "headers": {
             "X-Container-ID": {**safe_id, "description": "The container (or host-port) that served it."},

@@ -6,7 +6,7 @@ from flask import Blueprint, g, jsonify, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from facade import compat
-from facade.context import metrics, model_info, predictor, request_id, settings
+from facade.context import api_keys_on, metrics, model_info, predictor, request_id, settings
 from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
 from facade.info import MODEL_VERSION_HEADER, info_body
 from facade.observability import classify as classify_texts
@@ -162,6 +162,7 @@ def page(text: str = "", result: dict | None = None, error: str | None = None, s
         result=result,
         error=error,
         nonce=nonce,
+        api_key_field=api_keys_on(),
     )
     # A fresh nonce per response: a cached copy would replay it.
     return html, status, {"Content-Security-Policy": page_csp(nonce), "Cache-Control": "no-store"}

@@ -131,7 +131,8 @@ def hf_inference_request(settings: Settings) -> dict:
         "nullable": True,
         "properties": {
             "top_k": {"type": "integer", "minimum": 1, "nullable": True},
-            "function_to_apply": {"type": "string", "enum": ["softmax"], "nullable": True},
+            # OpenAPI 3.0: a nullable enum lists null among its values.
+            "function_to_apply": {"type": "string", "enum": ["softmax", None], "nullable": True},
         },
     }
     return {

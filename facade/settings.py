@@ -45,6 +45,8 @@ class Settings:
     metrics_dir: str = ""
     # The truncation of requests that do not choose one (FACADE_DEFAULT_TRUNCATION).
     default_truncation: str = "right"
+    # A file of API key hashes (facade/auth.py); empty: no keys needed.
+    api_keys_file: str = ""
     # Seconds GET /info keeps what TorchServe said about the model before asking again.
     info_ttl_s: float = 30.0
 
