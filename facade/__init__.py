@@ -9,8 +9,11 @@ from facade.predictor import TorchServeClient
 from facade.settings import Settings
 
 
-def create_app(settings=None, predictor=None) -> Flask:
-    """Return the facade app; settings come from FACADE_* variables and the predictor is TorchServe's."""
+def create_app(settings=None, predictor=None, span_exporter=None) -> Flask:
+    """Return the facade app; settings come from FACADE_* variables and the predictor is TorchServe's.
+
+    span_exporter: where to put the spans instead of FACADE_OTLP_ENDPOINT (tests).
+    """
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -26,12 +29,14 @@ def create_app(settings=None, predictor=None) -> Flask:
 
     # Imported here, not at the top: prometheus_client must not be imported by the Gunicorn
     # master before gunicorn.conf.py has set PROMETHEUS_MULTIPROC_DIR (see facade/metrics.py).
-    from facade import auth
+    from facade import auth, tracing
     from facade.docs import bp as docs_bp
     from facade.observability import install
     from facade.routes import bp
 
     install(app)
+    # After the metrics and log hooks: its span covers the request and ends after their log line.
+    tracing.install(app, settings.otlp_endpoint, settings.container_id, span_exporter)
     auth.install(app, settings.api_keys_file)
 
     app.register_blueprint(bp)

@@ -18,6 +18,7 @@ from facade.context import METRICS_KEY, metrics, predictor, request_id, settings
 from facade.errors import ServiceError
 from facade.info import VersionLabels, forget_served_version, served_version
 from facade.metrics import Metrics
+from facade.tracing import client_span
 
 # Gunicorn's config gives this logger a handler that writes the bare message (one JSON object).
 request_log = logging.getLogger("facade.requests")
@@ -42,7 +43,8 @@ def classify(texts: list[str], options: dict) -> list[dict]:
     started = time.perf_counter()
     forget_served_version()
     try:
-        results = predictor().classify(texts, request_id(), options)
+        with client_span("torchserve predictions"):
+            results = predictor().classify(texts, request_id(), options)
         outcome = "ok"
         g.model_version = served_version()
         metrics().observe_model_answer(current_app.extensions[VERSION_LABELS_KEY].label(g.model_version))
@@ -92,7 +94,7 @@ def _answered(response):
         "status": response.status_code,
         "latency_ms": round(seconds * 1000, 1),
     }
-    for key in ("texts", "torchserve_ms", "error_code", "model_version"):
+    for key in ("texts", "torchserve_ms", "error_code", "model_version", "trace_id"):
         if key in g:
             line["error" if key == "error_code" else key] = g.get(key)
     request_log.info(json.dumps(line, ensure_ascii=False))

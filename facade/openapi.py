@@ -101,6 +101,7 @@ def openapi_spec(settings: Settings) -> dict:
                 ),
                 "parameters": [
                     {"$ref": "#/components/parameters/X-Request-ID"},
+                    {"$ref": "#/components/parameters/traceparent"},
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": DOC_ASSETS}},
                 ],
             }
@@ -144,7 +145,10 @@ def _operation(operation_id: str, summary: str, responses: dict) -> dict:
     return {
         "operationId": operation_id,
         "summary": summary,
-        "parameters": [{"$ref": "#/components/parameters/X-Request-ID"}],
+        "parameters": [
+            {"$ref": "#/components/parameters/X-Request-ID"},
+            {"$ref": "#/components/parameters/traceparent"},
+        ],
         "responses": responses,
     }
 
@@ -196,7 +200,17 @@ def _components() -> dict:
     return {
         # Used by the classification routes when API keys are on (Swagger UI's Authorize takes the key).
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-        "parameters": {"X-Request-ID": request_id},
+        "parameters": {
+            "X-Request-ID": request_id,
+            "traceparent": {
+                "name": "traceparent",
+                "in": "header",
+                "required": False,
+                "description": "W3C Trace Context: passed on to TorchServe, its trace ID logged; the facade's spans "
+                "join this trace when FACADE_OTLP_ENDPOINT is set. A malformed value is ignored.",
+                "schema": {"type": "string", "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+            },
+        },
         "headers": {
             "X-Container-ID": {**safe_id, "description": "The container (or host-port) that served it."},
             "X-Request-ID": {**safe_id, "description": "The client's valid X-Request-ID, or a new one."},

@@ -19,6 +19,7 @@ from facade.info import MODEL_VERSION_HEADER, described_model, note_served_versi
 from facade.options import result_extras
 from facade.settings import Settings
 from facade.tokens import TokenLimits
+from facade.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class TorchServeClient:
                 # Wall-clock time, since it must mean the same in the worker's process (on another
                 # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
                 headers={
+                    **trace_headers(),
                     "X-Request-ID": request_id,
                     DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
                 },

@@ -45,6 +45,8 @@ class Settings:
     metrics_dir: str = ""
     # The truncation of requests that do not choose one (FACADE_DEFAULT_TRUNCATION).
     default_truncation: str = "right"
+    # OTLP/HTTP traces URL (facade/tracing.py); empty: no spans recorded or exported.
+    otlp_endpoint: str = ""
     # A file of API key hashes (facade/auth.py); empty: no keys needed.
     api_keys_file: str = ""
     # Seconds GET /info keeps what TorchServe said about the model before asking again.
@@ -89,6 +91,12 @@ class Settings:
             "info_ttl_s",
             self,
             "a number of seconds, 0 or more",
+        )
+        _require(
+            not self.otlp_endpoint or _is_http_url(self.otlp_endpoint),
+            "otlp_endpoint",
+            self,
+            "empty, or an http:// or https:// URL",
         )
         _require(
             _is_usable_dir(self.metrics_dir),

@@ -22,7 +22,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
-from sentiment_info import MODEL_VERSION_HEADER, model_identity
+from sentiment_info import MODEL_VERSION_HEADER, model_identity, trace_id_of
 from sentiment_requests import (
     DEADLINE_HEADER,
     PAD_MULTIPLE,
@@ -291,14 +291,17 @@ class SentimentHandler(BaseHandler):
         deadline_exceeded or busy), so the log shows what the worker did not run.
         """
         request_id = self.context.get_request_header(index, "X-Request-ID")
+        trace_id = trace_id_of(self.context.get_request_header(index, "traceparent"))
         logger.info(
-            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d",
+            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d%s",
             request_id or "-",
             texts,
             tokens,
             status,
             code,
             batch_size,
+            # The caller's W3C trace, when it sent one (the facade passes traceparent on).
+            f" trace_id={trace_id}" if trace_id else "",
         )
 
     def text_results(self, batch):

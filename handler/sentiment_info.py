@@ -6,11 +6,22 @@ the handler stamps that version on each answer and reports the rest through desc
 """
 
 import json
+import re
 from pathlib import Path
 
 BUILD_INFO = "build-info.json"
 # The response header carrying the archive version that answered (TorchServe passes it on).
 MODEL_VERSION_HEADER = "X-Model-Version"
+# W3C Trace Context: version-traceid-parentid-flags; the facade passes the caller's on.
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_id_of(traceparent):
+    """Return the trace ID of a `traceparent` header value, or None when absent or malformed."""
+    if isinstance(traceparent, bytes | bytearray):
+        traceparent = bytes(traceparent).decode("ascii", "replace")
+    match = TRACEPARENT.fullmatch(traceparent.strip()) if isinstance(traceparent, str) else None
+    return match.group(1) if match and match.group(1) != "0" * 32 else None
 
 
 def model_identity(model_dir, manifest, config):

@@ -181,3 +181,13 @@ def test_raw_scores_add_the_logits_whose_softmax_is_the_scores(handle):
         assert max(result["logits"], key=result["logits"].get) == result["label"]
     plain, _ = handle([{"body": {"text": "good fun"}}])
     assert "logits" not in plain[0]
+
+
+def test_the_log_line_carries_the_callers_trace_id(handle, caplog):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {0: {"X-Request-ID": "t-1", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, 1: {}}
+    with caplog.at_level("INFO", logger="sentiment_handler"):
+        handle([{"body": {"text": "good"}}, {"body": {"text": "fun"}}], headers=headers)
+    lines = [record.getMessage() for record in caplog.records if "request_id=" in record.getMessage()]
+    assert lines[0].startswith("request_id=t-1 ") and lines[0].endswith(f" trace_id={trace_id}")
+    assert "trace_id" not in lines[1]
