@@ -208,7 +208,7 @@ def _components() -> dict:
                 "required": False,
                 "description": "W3C Trace Context: passed on to TorchServe, its trace ID logged; the facade's spans "
                 "join this trace when FACADE_OTLP_ENDPOINT is set. A malformed value is ignored.",
-                "schema": {"type": "string", "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+                "schema": {"type": "string"},
             },
         },
         "headers": {

@@ -18,13 +18,17 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 PROPAGATOR = TraceContextTextMapPropagator()
 TRACER_KEY = "facade.tracer"
+PROVIDER_KEY = "facade.tracer_provider"
 SERVICE_NAME = "sentiment-facade"
 
 
 def install(app: Flask, endpoint: str, container_id: str, exporter=None) -> None:
     """Accept and pass on trace context on every request; record spans when an endpoint or exporter is given."""
     if endpoint or exporter is not None:
-        app.extensions[TRACER_KEY] = _tracer(endpoint, container_id, exporter)
+        provider = _provider(endpoint, container_id, exporter)
+        # The provider flushes its batch when the process exits; tests flush it themselves.
+        app.extensions[PROVIDER_KEY] = provider
+        app.extensions[TRACER_KEY] = provider.get_tracer(__name__)
     app.before_request(_start)
     app.after_request(_record_status)
     app.teardown_request(_end)
@@ -54,7 +58,7 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
 
-def _tracer(endpoint: str, container_id: str, exporter):
+def _provider(endpoint: str, container_id: str, exporter):
     # Imported here: the SDK and the exporter load only when tracing is on.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -69,7 +73,7 @@ def _tracer(endpoint: str, container_id: str, exporter):
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider.get_tracer(__name__)
+    return provider
 
 
 def _start() -> None:

@@ -85,3 +85,41 @@ def test_an_otlp_endpoint_must_be_an_http_url(settings):
 
     with pytest.raises(SettingsError, match="FACADE_OTLP_ENDPOINT"):
         replace(settings, otlp_endpoint="collector:4318")
+
+
+def test_with_an_otlp_endpoint_spans_are_posted_there_and_without_one_nothing_is_recorded(settings, predictor):
+    import threading
+    from dataclasses import replace
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from facade.tracing import PROVIDER_KEY, TRACER_KEY
+
+    received = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(
+                (self.path, self.headers["Content-Type"], self.rfile.read(int(self.headers["Content-Length"])))
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        app = create_app(replace(settings, otlp_endpoint=endpoint), predictor)
+        app.test_client().post("/", json={"text": "good"}, headers={"traceparent": TRACEPARENT})
+        assert app.extensions[PROVIDER_KEY].force_flush(5000)
+        app.extensions[PROVIDER_KEY].shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received and received[0][0] == "/v1/traces"
+    assert received[0][1] == "application/x-protobuf"
+    assert bytes.fromhex(TRACE_ID) in b"".join(body for _, _, body in received)
+    assert TRACER_KEY not in create_app(settings, predictor).extensions
