@@ -75,12 +75,16 @@ class Outcome:
     seconds: float = 0.0
 
 
-def post_json(url, body, timeout_s):
-    """POST `body` as JSON; return (decoded JSON answer, response headers), or raise ServiceError."""
+def post_json(url, body, timeout_s, api_key=None):
+    """POST `body` as JSON (with the API key, if any); return (decoded JSON answer, response headers), or raise."""
     request = urllib.request.Request(  # noqa: S310 (parse_args allows http(s) URLs only)
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+        },
         method="POST",
     )
     try:
@@ -144,13 +148,13 @@ def http_error(url, error):
     )
 
 
-def classify(url, texts, timeout_s, single, options=None):
+def classify(url, texts, timeout_s, single, options=None, api_key=None):
     """Send texts (as {"text"} when `single`, else {"texts"}) with `options` and return an Outcome; never raises."""
     started = time.perf_counter()
     outcome = Outcome(texts=list(texts))
     try:
         body = {"text": texts[0]} if single else {"texts": list(texts)}
-        answer, headers = post_json(url, {**body, **(options or {})}, timeout_s)
+        answer, headers = post_json(url, {**body, **(options or {})}, timeout_s, api_key)
         results = [answer] if single else answer.get("results")
         if not isinstance(results, list) or len(results) != len(texts):
             raise ServiceError(f"{url} answered with JSON that is not a classification", code="unexpected_answer")
@@ -264,7 +268,7 @@ def run_texts(args, texts, file_texts):
     def send(job):
         if stop.is_set():
             return None
-        outcome = classify(args.url, job[0], args.timeout, job[1], request_options(args))
+        outcome = classify(args.url, job[0], args.timeout, job[1], request_options(args), args.api_key)
         if isinstance(outcome.error, Unreachable):
             stop.set()
         return outcome
@@ -324,7 +328,7 @@ def run_load(args, texts):
     def send(text):
         if stop.is_set():
             return
-        outcome = classify(args.url, [text], args.timeout, single=True)
+        outcome = classify(args.url, [text], args.timeout, single=True, api_key=args.api_key)
         if isinstance(outcome.error, Unreachable):
             stop.set()
         with lock:
@@ -419,6 +423,11 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text (or the load summary)")
     parser.add_argument("--all-scores", action="store_true", help="also print every label's score")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SENTIMENT_API_KEY") or None,
+        help="sent as Authorization: Bearer when the service needs keys (default: $SENTIMENT_API_KEY)",
+    )
     parser.add_argument(
         "--truncation",
         choices=TRUNCATION_MODES,

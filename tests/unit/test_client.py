@@ -29,6 +29,7 @@ class StandIn(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             texts = [body["text"]] if "text" in body else body["texts"]
             server.bodies.append(body)
+            server.authorizations.append(self.headers.get("Authorization"))
             time.sleep(server.delay_s)
             container = f"stand-{number % 2 + 1}"
             if "slow" in texts:
@@ -77,6 +78,7 @@ def service():
     server.requests = server.in_flight = server.max_in_flight = 0
     server.delay_s = 0.0
     server.bodies = []
+    server.authorizations = []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -346,3 +348,12 @@ def test_an_unknown_truncation_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as raised:
         test_app.main(["--truncation", "middle"])
     assert raised.value.code == 2
+
+
+def test_the_api_key_goes_in_the_authorization_header(service, capsys, monkeypatch):
+    monkeypatch.delenv("SENTIMENT_API_KEY", raising=False)
+    run(capsys, "--url", service.url, "--text", "good")
+    run(capsys, "--url", service.url, "--text", "good", "--api-key", "s3cret")
+    monkeypatch.setenv("SENTIMENT_API_KEY", "from-env")
+    run(capsys, "--url", service.url, "--requests", "1")
+    assert service.authorizations == [None, "Bearer s3cret", "Bearer from-env"]
