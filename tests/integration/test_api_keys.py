@@ -3,26 +3,9 @@
 import pytest
 import requests
 
-from facade.auth import key_hash
-from tests.integration.conftest import started_stack, stop_stack
+from tests.integration.conftest import API_KEY as KEY
 
 pytestmark = pytest.mark.integration
-
-KEY = "integration-key-0123456789-abcdefghijklmnopqrstuvw"
-STARTED = []
-
-
-@pytest.fixture(scope="module")
-def keyed_stack(tmp_path_factory, serving_model_dir):
-    work_dir = tmp_path_factory.mktemp("keyed-stack")
-    keys_file = work_dir / "api-keys"
-    keys_file.write_text(key_hash(KEY) + "\n")
-    # The replicas take their FACADE_* settings from the environment they are started in.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FACADE_API_KEYS_FILE", str(keys_file))
-        settings = started_stack(work_dir, serving_model_dir, STARTED)
-    yield settings
-    stop_stack(settings, STARTED)
 
 
 def bearer(key):
