@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 
 # Where `make up`, Compose and Swarm publish nginx unless HTTP_PORT says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080/"
+# The service's truncation modes (GET /info lists them) and the result fields its options add.
+TRUNCATION_MODES = ("right", "left", "head_tail", "error", "window")
+OPTIONAL_FIELDS = ("windows", "scores")
 
 SEED_TEXTS = [
     "It is worth it",
@@ -81,12 +84,16 @@ class Outcome:
     seconds: float = 0.0
 
 
-def post_json(url, body, timeout_s):
-    """POST `body` as JSON; return (decoded JSON answer, response headers), or raise ServiceError."""
+def post_json(url, body, timeout_s, api_key=None):
+    """POST `body` as JSON (with the API key, if any); return (decoded JSON answer, response headers), or raise."""
     request = urllib.request.Request(  # noqa: S310 (parse_args allows http(s) URLs only)
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+        },
         method="POST",
     )
     try:
@@ -174,12 +181,13 @@ def split_into(detail, message):
     return max(2, int(stated.group(1))) if stated else 2
 
 
-def classify(url, texts, timeout_s, single):
-    """Send texts (as {"text"} when `single`, else {"texts"}) and return an Outcome; never raises."""
+def classify(url, texts, timeout_s, single, options=None, api_key=None):
+    """Send texts (as {"text"} when `single`, else {"texts"}) with `options` and return an Outcome; never raises."""
     started = time.perf_counter()
     outcome = Outcome(texts=list(texts))
     try:
-        answer, headers = post_json(url, {"text": texts[0]} if single else {"texts": list(texts)}, timeout_s)
+        body = {"text": texts[0]} if single else {"texts": list(texts)}
+        answer, headers = post_json(url, {**body, **(options or {})}, timeout_s, api_key)
         results = [answer] if single else answer.get("results")
         if not isinstance(results, list) or len(results) != len(texts):
             raise ServiceError(f"{url} answered with JSON that is not a classification", code="unexpected_answer")
@@ -187,6 +195,7 @@ def classify(url, texts, timeout_s, single):
             raise ServiceError(f"{url} answered with a result that lacks a label or a score", code="unexpected_answer")
         outcome.results = [
             {"label": r["label"], "score": r["score"], **({"truncated": True} if r.get("truncated") else {})}
+            | {key: r[key] for key in OPTIONAL_FIELDS if key in r}
             for r in results
         ]
         outcome.container_id = str(answer.get("container_id", "?"))
@@ -206,7 +215,7 @@ def classify_patiently(args, texts, single):
     413 too_many_tokens for many texts: split them into as many requests as the answer says, each
     classified the same way (one Outcome per part, in input order). A single text is reported.
     """
-    outcome = classify(args.url, texts, args.timeout, single)
+    outcome = classify(args.url, texts, args.timeout, single, request_options(args), args.api_key)
     for attempt in range(1, args.retries + 1):
         error = outcome.error
         if error is None or error.status not in (429, 503) or error.retry_after_s is None:
@@ -214,7 +223,7 @@ def classify_patiently(args, texts, single):
         wait_s = min(error.retry_after_s, args.max_wait)
         note(f"HTTP {error.status} {error.code}: retry {attempt} of {args.retries} in {wait_s:g} s (Retry-After)")
         time.sleep(wait_s)
-        outcome = classify(args.url, texts, args.timeout, single)
+        outcome = classify(args.url, texts, args.timeout, single, request_options(args), args.api_key)
     error = outcome.error
     if error is None or error.split_into is None or len(texts) < 2:
         return [outcome]
@@ -233,7 +242,15 @@ def result_line(text, result, container_id):
     """Return one printed line: label, score, container ID and the (shortened) text."""
     shown = text if len(text) <= 60 else text[:57] + "..."
     truncated = " (truncated)" if result.get("truncated") else ""
-    return f"{result['label']:<8} {result['score']:.4f}  {container_id:<16} {shown}{truncated}"
+    windows = f" ({result['windows']} windows)" if "windows" in result else ""
+    scores = "".join(f" {entry['label']}={entry['score']:.4f}" for entry in result.get("scores", ()))
+    return f"{result['label']:<8} {result['score']:.4f}  {container_id:<16} {shown}{truncated}{windows}{scores}"
+
+
+def request_options(args):
+    """Return the classify options the command line asked for (none: the service's defaults)."""
+    options = {"all_scores": True} if args.all_scores else {}
+    return {**options, "truncation": args.truncation} if args.truncation else options
 
 
 def json_lines(outcome):
@@ -373,7 +390,7 @@ def run_load(args, texts):
     def send(text):
         if stop.is_set():
             return
-        outcome = classify(args.url, [text], args.timeout, single=True)
+        outcome = classify(args.url, [text], args.timeout, single=True, api_key=args.api_key)
         if isinstance(outcome.error, Unreachable):
             stop.set()
         with lock:
@@ -467,6 +484,17 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32, help="texts per request with --file (max 64)")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer")
     parser.add_argument("--json", action="store_true", help="print one JSON object per text (or the load summary)")
+    parser.add_argument("--all-scores", action="store_true", help="also print every label's score")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("SENTIMENT_API_KEY") or None,
+        help="sent as Authorization: Bearer when the service needs keys (default: $SENTIMENT_API_KEY)",
+    )
+    parser.add_argument(
+        "--truncation",
+        choices=TRUNCATION_MODES,
+        help="what of a text over the model's token limit is read (default: the service's; see GET /info)",
+    )
     parser.add_argument(
         "--retries", type=int, default=3, help="retries of a 429/503 that has Retry-After (0: none); default 3"
     )

@@ -9,6 +9,8 @@ from facade.settings import SAFE_ID, Settings
 SETTINGS_KEY = "facade.settings"
 PREDICTOR_KEY = "facade.predictor"
 METRICS_KEY = "facade.metrics"
+MODEL_INFO_KEY = "facade.model_info"
+API_KEYS_KEY = "facade.api_keys"
 
 
 def settings() -> Settings:
@@ -24,6 +26,16 @@ def predictor():
 def metrics():
     """Return the current app's Metrics."""
     return current_app.extensions[METRICS_KEY]
+
+
+def api_keys_on() -> bool:
+    """Return whether the current app requires API keys (facade/auth.py)."""
+    return API_KEYS_KEY in current_app.extensions
+
+
+def model_info():
+    """Return the current app's ModelInfo cache (facade/info.py)."""
+    return current_app.extensions[MODEL_INFO_KEY]
 
 
 def request_id() -> str:

@@ -71,9 +71,23 @@ class InvalidTextError(RequestError):
     code = "invalid_text"
 
 
+class InvalidOptionError(RequestError):
+    code = "invalid_option"
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
 class TooManyTokensError(ServiceError):
     status = 413
     code = "too_many_tokens"
+
+
+class TextTooManyTokensError(ServiceError):
+    status = 413
+    code = "text_too_many_tokens"
 
 
 class UnsupportedMediaTypeError(ServiceError):

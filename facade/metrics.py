@@ -61,6 +61,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.model_answers = Counter(
+            "facade_model_answers",
+            "Answers of the model, by the archive version that produced them (X-Model-Version; at most 8 "
+            "versions per process, then other).",
+            ["model_version"],
+            registry=self.registry,
+        )
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and record how long it took."""
         method = method if method in METHODS else "OTHER"
@@ -70,6 +78,10 @@ class Metrics:
     def observe_torchserve(self, outcome: str, seconds: float) -> None:
         """Record one call to TorchServe."""
         self.torchserve_duration.labels(outcome=outcome).observe(seconds)
+
+    def observe_model_answer(self, version_label: str) -> None:
+        """Count one answer of the model, by its archive version's label value."""
+        self.model_answers.labels(model_version=version_label).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """Return the Prometheus text exposition of every worker's values, and its content type."""

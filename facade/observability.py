@@ -16,30 +16,38 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from facade.context import METRICS_KEY, metrics, predictor, request_id, settings
 from facade.errors import ServiceError
+from facade.info import VersionLabels, forget_served_version, served_version
 from facade.metrics import Metrics
+from facade.tracing import client_span
 
 # Gunicorn's config gives this logger a handler that writes the bare message (one JSON object).
 request_log = logging.getLogger("facade.requests")
 UNMATCHED = "unmatched"
+VERSION_LABELS_KEY = "facade.version_labels"
 METRICS_ROUTE = "/metrics"
 
 
 def install(app: Flask) -> None:
     """Give the app its metrics and time, count and log every request it answers."""
     app.extensions[METRICS_KEY] = Metrics()
+    app.extensions[VERSION_LABELS_KEY] = VersionLabels()
     app.before_request(_started)
     app.after_request(_answered)
     app.teardown_request(_finished)
 
 
-def classify(texts: list[str]) -> list[dict]:
-    """Classify texts with the app's predictor, recording the call's latency and outcome."""
+def classify(texts: list[str], options: dict) -> list[dict]:
+    """Classify texts with the app's predictor, recording the call's latency, outcome and model version."""
     g.texts = len(texts)
     outcome = "internal_error"
     started = time.perf_counter()
+    forget_served_version()
     try:
-        results = predictor().classify(texts, request_id())
+        with client_span("torchserve predictions"):
+            results = predictor().classify(texts, request_id(), options)
         outcome = "ok"
+        g.model_version = served_version()
+        metrics().observe_model_answer(current_app.extensions[VERSION_LABELS_KEY].label(g.model_version))
         return results
     except ServiceError as exc:
         outcome = exc.code
@@ -86,7 +94,7 @@ def _answered(response):
         "status": response.status_code,
         "latency_ms": round(seconds * 1000, 1),
     }
-    for key in ("texts", "torchserve_ms", "error_code"):
+    for key in ("texts", "torchserve_ms", "error_code", "model_version", "trace_id"):
         if key in g:
             line["error" if key == "error_code" else key] = g.get(key)
     request_log.info(json.dumps(line, ensure_ascii=False))

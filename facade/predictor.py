@@ -8,9 +8,18 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.errors import (
+    TextTooManyTokensError,
+    TooManyTokensError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from facade.info import MODEL_VERSION_HEADER, described_model, note_served_version
+from facade.options import result_extras
 from facade.settings import Settings
 from facade.tokens import TokenLimits
+from facade.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,7 @@ class TorchServeClient:
         self._session = pooled_session(settings.threads)
         self.token_limits = TokenLimits()
 
-    def classify(self, texts: list[str], request_id: str) -> list[dict]:
+    def classify(self, texts: list[str], request_id: str, options: dict | None = None) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
 
         The whole call, a retry included, takes at most the read timeout (plus connecting).
@@ -58,7 +67,7 @@ class TorchServeClient:
         if refusal is not None:
             raise TooManyTokensError(refusal)
         deadline = time.monotonic() + self._read_timeout
-        response = self._post(texts, request_id, self._read_timeout)
+        response = self._post(texts, request_id, self._read_timeout, options)
         if _worker_lost(response):
             # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
             # If this request is what kills workers, a second death answers 503, not a third try.
@@ -70,10 +79,24 @@ class TorchServeClient:
                 f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
             )
             if left_s >= MIN_RETRY_S:
-                response = self._post(texts, request_id, left_s)
+                response = self._post(texts, request_id, left_s, options)
         if response.status_code != 200:
             raise self._status_error(response, request_id)
-        return _results(response, len(texts), request_id)
+        results = _results(response, len(texts), request_id, options or {})
+        note_served_version(response.headers.get(MODEL_VERSION_HEADER))
+        return results
+
+    def describe(self) -> dict:
+        """Return what the handler says about the model (identity, labels, token limits), or raise 503."""
+        try:
+            response = self._session.get(
+                self._describe_url, params={"customized": "true"}, timeout=self._ready_timeout, allow_redirects=False
+            )
+            response.raise_for_status()
+            return described_model(response.json())
+        except (requests.RequestException, ValueError) as exc:
+            log.info("TorchServe describe failed: %s", exc)
+            raise UpstreamUnavailableError(UNAVAILABLE) from exc
 
     def is_ready(self) -> bool:
         """Return True when TorchServe has at least one READY worker for the model."""
@@ -89,14 +112,17 @@ class TorchServeClient:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
         self._session.close()
 
-    def _post(self, texts: list[str], request_id: str, read_timeout_s: float) -> requests.Response:
+    def _post(
+        self, texts: list[str], request_id: str, read_timeout_s: float, options: dict | None = None
+    ) -> requests.Response:
         try:
             return self._session.post(
                 self._predict_url,
-                json={"texts": texts},
+                json={"texts": texts, **(options or {})},
                 # Wall-clock time, since it must mean the same in the worker's process (on another
                 # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
                 headers={
+                    **trace_headers(),
                     "X-Request-ID": request_id,
                     DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
                 },
@@ -117,6 +143,8 @@ class TorchServeClient:
         if response.status_code == 413 and error.get("code") == "too_many_tokens":
             self.token_limits.learn(error.get("max_request_tokens"), error.get("max_text_tokens"))
             return TooManyTokensError(_message(error, "The request has too many tokens; split it."))
+        if response.status_code == 413 and error.get("code") == "text_too_many_tokens":
+            return TextTooManyTokensError(_message(error, "A text is over the model's token limit."))
         if response.status_code == 503 and error.get("code") in NOT_SERVED_CODES:
             log.info("TorchServe did not run request %s: %s", request_id, error["code"])
             return UpstreamUnavailableError(_message(error, UNAVAILABLE))
@@ -177,18 +205,20 @@ def _status_error(response: requests.Response, request_id: str) -> Exception:
     return _malformed(request_id, f"status {response.status_code}: {_summary(body)}")
 
 
-def _results(response: requests.Response, expected: int, request_id: str) -> list[dict]:
+def _results(response: requests.Response, expected: int, request_id: str, options: dict) -> list[dict]:
     body = _json_or_none(response)
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or len(results) != expected:
         raise _malformed(request_id, f"expected {expected} results, got {_summary(body)}")
-    public = [_public_result(item) for item in results]
+    public = [_public_result(item, options) for item in results]
     if None in public:
-        raise _malformed(request_id, "a result lacks a label, a score in [0, 1] or a boolean truncated")
+        raise _malformed(
+            request_id, "a result lacks a label, a score in [0, 1] or a boolean truncated, or has bad scores or windows"
+        )
     return public
 
 
-def _public_result(item: object) -> dict | None:
+def _public_result(item: object, options: dict) -> dict | None:
     if not isinstance(item, dict):
         return None
     label, score, truncated = item.get("label"), item.get("score"), item.get("truncated", False)
@@ -199,7 +229,8 @@ def _public_result(item: object) -> dict | None:
     result = {"label": label, "score": float(score)}
     if truncated:
         result["truncated"] = True
-    return result
+    extras = result_extras(item, options)
+    return None if extras is None else {**result, **extras}
 
 
 def _json_or_none(response: requests.Response) -> object:

@@ -5,11 +5,14 @@ import secrets
 from flask import Blueprint, g, jsonify, render_template, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
-from facade.context import metrics, predictor, request_id, settings
+from facade import compat
+from facade.context import api_keys_on, metrics, model_info, predictor, request_id, settings
 from facade.errors import MissingTextError, ServiceError, UnsupportedMediaTypeError, UpstreamUnavailableError
+from facade.info import MODEL_VERSION_HEADER, info_body
 from facade.observability import classify as classify_texts
 from facade.openapi import openapi_spec
-from facade.validation import checked_text, texts_from_json
+from facade.options import classify_options
+from facade.validation import checked_text, classify_payload, json_object
 
 bp = Blueprint("facade", __name__)
 
@@ -38,6 +41,8 @@ def identify_response(response):
     response.headers["X-Request-ID"] = request_id()
     if response.status_code == 503:
         response.headers.setdefault("Retry-After", str(settings().retry_after_s))
+    if g.get("model_version"):
+        response.headers[MODEL_VERSION_HEADER] = g.model_version
     return response
 
 
@@ -55,10 +60,33 @@ def classify():
     _require_json()
     body = request.get_data(cache=False)
     _reject_cut_off_body()
-    texts, single = texts_from_json(body, settings())
-    results = classify_texts(texts)
+    payload = json_object(body)
+    if compat.is_inference_request(payload):
+        return hf_inference(payload)
+    texts, single, options = classify_payload(payload, settings())
+    results = classify_texts(texts, options)
     body = results[0] if single else {"results": results}
     return jsonify({**body, "container_id": settings().container_id})
+
+
+def hf_inference(payload: dict):
+    """Return Hugging Face's text-classification answer to its inference request shape (facade/compat.py)."""
+    texts, _ = compat.inference_inputs(payload, settings())
+    options, top_k = compat.hf_options(payload, settings())
+    return jsonify(compat.hf_answer(classify_texts(texts, options), top_k))
+
+
+@bp.post("/predict")
+def tei_predict():
+    """Return text-embeddings-inference's /predict answer: every label's score, per text (facade/compat.py)."""
+    _require_json()
+    body = request.get_data(cache=False)
+    _reject_cut_off_body()
+    payload = json_object(body)
+    texts, single = compat.inference_inputs(payload, settings())
+    options = compat.tei_options(payload, settings())
+    results = classify_texts(texts, options)
+    return jsonify(compat.tei_answer(results, single, options["raw_scores"]))
 
 
 @bp.get("/healthz")
@@ -76,6 +104,14 @@ def readyz():
             f"retry in {settings().retry_after_s} s."
         )
     return jsonify({"status": "ready", "container_id": settings().container_id})
+
+
+@bp.get("/info")
+def info():
+    """Return the model's identity (id, revision, archive version, runtime, labels) and every limit."""
+    model = model_info().current(predictor())
+    g.model_version = model.get("archive_version")
+    return jsonify({**info_body(settings(), model), "container_id": settings().container_id})
 
 
 @bp.get("/openapi.json")
@@ -102,7 +138,8 @@ def classified_form():
         _reject_cut_off_body()
         if text is None:
             raise MissingTextError("Type a sentence in the box, then press Classify.")
-        result = classify_texts([checked_text(text, "The text", settings())])[0]
+        options = classify_options({}, settings().default_truncation)
+        result = classify_texts([checked_text(text, "The text", settings())], options)[0]
     except RequestEntityTooLarge:
         g.error_code = "payload_too_large"
         limit = settings().max_body_bytes
@@ -125,6 +162,7 @@ def page(text: str = "", result: dict | None = None, error: str | None = None, s
         result=result,
         error=error,
         nonce=nonce,
+        api_key_field=api_keys_on(),
     )
     # A fresh nonce per response: a cached copy would replay it.
     return html, status, {"Content-Security-Policy": page_csp(nonce), "Cache-Control": "no-store"}

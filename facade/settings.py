@@ -11,6 +11,9 @@ PREFIX = "FACADE_"
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# What of a text over the model's token limit is classified (facade/options.py; the handler's
+# sentiment_truncation.py does it).
+TRUNCATION_MODES = ("right", "left", "head_tail", "error", "window")
 
 
 class SettingsError(ValueError):
@@ -40,6 +43,14 @@ class Settings:
     log_level: str = "info"
     # Where Gunicorn's workers keep their metric files; empty: a private temporary folder per start.
     metrics_dir: str = ""
+    # The truncation of requests that do not choose one (FACADE_DEFAULT_TRUNCATION).
+    default_truncation: str = "right"
+    # OTLP/HTTP traces URL (facade/tracing.py); empty: no spans recorded or exported.
+    otlp_endpoint: str = ""
+    # A file of API key hashes (facade/auth.py); empty: no keys needed.
+    api_keys_file: str = ""
+    # Seconds GET /info keeps what TorchServe said about the model before asking again.
+    info_ttl_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
@@ -69,6 +80,24 @@ class Settings:
         _require(self.host, "host", self, "an interface address or host name")
         _require(SAFE_ID.fullmatch(self.container_id), "container_id", self, "1-128 of A-Z a-z 0-9 . _ : -")
         _require(self.log_level.lower() in LOG_LEVELS, "log_level", self, "one of " + ", ".join(LOG_LEVELS))
+        _require(
+            self.default_truncation in TRUNCATION_MODES,
+            "default_truncation",
+            self,
+            "one of " + ", ".join(TRUNCATION_MODES),
+        )
+        _require(
+            math.isfinite(self.info_ttl_s) and self.info_ttl_s >= 0,
+            "info_ttl_s",
+            self,
+            "a number of seconds, 0 or more",
+        )
+        _require(
+            not self.otlp_endpoint or _is_http_url(self.otlp_endpoint),
+            "otlp_endpoint",
+            self,
+            "empty, or an http:// or https:// URL",
+        )
         _require(
             _is_usable_dir(self.metrics_dir),
             "metrics_dir",

@@ -13,6 +13,7 @@ from facade.errors import (
     TextTooLongError,
     TooManyTextsError,
 )
+from facade.options import classify_options
 from facade.settings import Settings
 
 EXAMPLE = '{"text": "I like it"} or {"texts": ["I like it", "I do not"]}'
@@ -20,7 +21,40 @@ EXAMPLE = '{"text": "I like it"} or {"texts": ["I like it", "I do not"]}'
 
 def texts_from_json(body: bytes, settings: Settings) -> tuple[list[str], bool]:
     """Return the texts in a JSON body, and whether the client sent the single "text" form."""
-    payload = _json_object(body)
+    return _texts_of(_json_object(body), settings)
+
+
+def classify_request(body: bytes, settings: Settings) -> tuple[list[str], bool, dict]:
+    """Return the texts in a JSON body, whether it used the single "text" form, and its options."""
+    return classify_payload(_json_object(body), settings)
+
+
+def json_object(body: bytes) -> dict:
+    """Return the JSON object a body holds, or raise invalid_json saying what is wrong."""
+    return _json_object(body)
+
+
+def checked_texts(value: object, where: str, settings: Settings) -> list[str]:
+    """Return value if it is a list of 1 to max_texts texts the model can classify; `where` names it."""
+    if not isinstance(value, list):
+        raise InvalidTextTypeError(f"{where} must be a string or a list of strings, not {_json_type(value)}.")
+    if not value:
+        raise EmptyTextsError(f"{where} is an empty list; send 1 to {settings.max_texts} strings.")
+    if len(value) > settings.max_texts:
+        raise TooManyTextsError(
+            f"{where} has {len(value)} items, over the limit of {settings.max_texts}; "
+            "split them across several requests."
+        )
+    return [checked_text(item, f"{where}[{index}]", settings) for index, item in enumerate(value)]
+
+
+def classify_payload(payload: dict, settings: Settings) -> tuple[list[str], bool, dict]:
+    """Return the texts of a parsed JSON body, whether it used the single "text" form, and its options."""
+    texts, single = _texts_of(payload, settings)
+    return texts, single, classify_options(payload, settings.default_truncation)
+
+
+def _texts_of(payload: dict, settings: Settings) -> tuple[list[str], bool]:
     if "text" in payload and "texts" in payload:
         raise ConflictingFieldsError('Send either "text" or "texts", not both.')
     if "text" in payload:

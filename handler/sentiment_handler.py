@@ -10,6 +10,8 @@ model-config.yaml's handler.runtime says (sentiment_runtime.py). Before TorchSer
 worker READY, `initialize` runs the model over the pass shapes traffic will bring (warm-up).
 """
 
+import dataclasses
+import json
 import logging
 import time
 
@@ -20,11 +22,13 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
+from sentiment_info import MODEL_VERSION_HEADER, model_identity, trace_id_of
 from sentiment_requests import (
     DEADLINE_HEADER,
     PAD_MULTIPLE,
     Batch,
     InvalidRequestError,
+    TextTooManyTokensError,
     admission,
     deadline_of,
     error_body,
@@ -34,6 +38,7 @@ from sentiment_requests import (
     response_body,
 )
 from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
+from sentiment_truncation import MAX_WINDOWS, averaged, cut, text_result
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +98,19 @@ class SentimentHandler(BaseHandler):
             self.max_batch_tokens,
             self.max_request_tokens,
         )
+        self.identity = model_identity(model_dir, context.manifest, self.model.config)
         self.warmed_shapes = self.warm_up(options.warmup_seconds)
         self.initialized = True
+
+    def describe_handle(self):
+        """Return who this worker is and what it accepts, for the management API's describe?customized=true."""
+        limits = {
+            "max_text_tokens": self.max_length,
+            "max_request_tokens": self.max_request_tokens,
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_windows": MAX_WINDOWS,
+        }
+        return json.dumps({**self.identity, "runtime": self.runtime, "precision": self.precision, **limits})
 
     def warm_up(self, budget_s):
         """Run the shapes traffic will bring before TorchServe marks the worker READY; return them."""
@@ -133,7 +149,7 @@ class SentimentHandler(BaseHandler):
 
     def preprocess(self, data):
         """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
-        requests = decoded(data)
+        requests = [self.cut_long_texts(request) if is_parsed(request) else request for request in decoded(data)]
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
         costs = [
@@ -151,6 +167,33 @@ class SentimentHandler(BaseHandler):
             batch.truncated = [count > self.max_length for count in counts]
             batch.chunks = self.passes(texts, [min(count, self.max_length) for count in counts])
         return batch
+
+    def cut_long_texts(self, request):
+        """Return the request with its texts replaced by the parts its truncation mode reads, or the error it gets.
+
+        "right" is what the tokenizer does by itself: those requests pass as they are.
+        """
+        if request.truncation == "right":
+            return request
+        offsets = self.tokenizer(request.texts, add_special_tokens=False, return_offsets_mapping=True)
+        budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
+        if request.truncation == "error":
+            for index, text_offsets in enumerate(offsets["offset_mapping"]):
+                if len(text_offsets) > budget:
+                    tokens = len(text_offsets) + self.tokenizer.num_special_tokens_to_add()
+                    return TextTooManyTokensError(index, tokens, self.max_length)
+            return request
+        cuts = [
+            cut(text, text_offsets, budget, request.truncation)
+            for text, text_offsets in zip(request.texts, offsets["offset_mapping"], strict=True)
+        ]
+        return dataclasses.replace(
+            request,
+            texts=[part.text for text_cut in cuts for part in text_cut.parts],
+            owners=tuple(index for index, text_cut in enumerate(cuts) for _ in text_cut.parts),
+            weights=tuple(part.weight for text_cut in cuts for part in text_cut.parts),
+            dropped=tuple(text_cut.dropped for text_cut in cuts),
+        )
 
     def cost(self, counts):
         """Return what a request's texts cost, in tokens: each text as the model sees it, cut at the limit."""
@@ -219,13 +262,17 @@ class SentimentHandler(BaseHandler):
         results = iter(self.text_results(batch))
         responses = []
         for index, request in enumerate(batch.requests):
+            # The archive's version on every answer: the facade passes it on (X-Model-Version).
+            self.context.set_response_header(index, MODEL_VERSION_HEADER, self.identity["archive_version"])
             if isinstance(request, InvalidRequestError):
                 self.context.set_response_status(request.status, request.message, idx=index)
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
                 self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
-                responses.append(response_body(request, [next(results) for _ in request.texts]))
+                responses.append(
+                    response_body(request, self.request_results(request, [next(results) for _ in request.texts]))
+                )
                 self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
@@ -244,26 +291,48 @@ class SentimentHandler(BaseHandler):
         deadline_exceeded or busy), so the log shows what the worker did not run.
         """
         request_id = self.context.get_request_header(index, "X-Request-ID")
+        trace_id = trace_id_of(self.context.get_request_header(index, "traceparent"))
         logger.info(
-            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d",
+            "request_id=%s texts=%d tokens=%d status=%d code=%s batch=%d%s",
             request_id or "-",
             texts,
             tokens,
             status,
             code,
             batch_size,
+            # The caller's W3C trace, when it sent one (the facade passes traceparent on).
+            f" trace_id={trace_id}" if trace_id else "",
         )
 
     def text_results(self, batch):
-        """Return `{"label", "score"}` per text (plus `"truncated": true` where cut)."""
+        """Return (logits, truncated) per text of the batch, in text order."""
         if batch.logits is None:
             return []
-        probabilities = softmax(batch.logits)
-        scores, label_ids = probabilities.max(axis=-1), probabilities.argmax(axis=-1)
+        return list(zip(batch.logits, batch.truncated, strict=True))
+
+    def request_results(self, request, rows):
+        """Return one result per text the client sent, from the (logits, truncated) of its parts.
+
+        `{"label", "score"}`, plus `"truncated": true` where part of the text was not read,
+        `"windows"` under truncation "window", `"scores"` (every label, best first) and `"logits"`
+        (by label; of windows, their weighted mean) on request.
+        """
+        id2label = self.model.config.id2label
+        owners = request.owners or tuple(range(len(rows)))
+        weights = request.weights or (1,) * len(rows)
+        dropped = request.dropped or (False,) * len(rows)
         results = []
-        for score, label_id, truncated in zip(scores.tolist(), label_ids.tolist(), batch.truncated, strict=True):
-            result = {"label": self.model.config.id2label[label_id], "score": score}
-            if truncated:
-                result["truncated"] = True
+        for text_index, text_dropped in enumerate(dropped):
+            parts = [index for index, owner in enumerate(owners) if owner == text_index]
+            logits = np.stack([rows[index][0] for index in parts])
+            part_weights = [weights[index] for index in parts]
+            truncated = text_dropped or any(rows[index][1] for index in parts)
+            windows = len(parts) if request.truncation == "window" else None
+            result = text_result(
+                averaged(softmax(logits), part_weights), id2label, truncated, request.all_scores, windows
+            )
+            if request.raw_scores:
+                mean = averaged(logits, part_weights).tolist()
+                result["logits"] = {id2label[index]: value for index, value in enumerate(mean)}
             results.append(result)
         return results

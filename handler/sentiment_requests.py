@@ -9,6 +9,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from sentiment_truncation import DEFAULT_MODE, MODES
+
 # The header the facade sets on each request: the Unix time (seconds, a decimal) after which it
 # no longer waits for the answer. Absolute, because only an absolute time survives TorchServe's
 # queue; it assumes the facade's and the worker's clocks agree (one host, or NTP across hosts).
@@ -42,6 +44,20 @@ class TooManyTokensError(InvalidRequestError):
         self.details = {"tokens": tokens, "max_request_tokens": limit, "max_text_tokens": max_text_tokens}
 
 
+class TextTooManyTokensError(InvalidRequestError):
+    """A text over the model's token limit, under truncation "error"."""
+
+    status = 413
+
+    def __init__(self, index, tokens, max_text_tokens):
+        super().__init__(
+            "text_too_many_tokens",
+            f"Text {index} has {tokens} tokens, over the model's limit of {max_text_tokens} tokens per text "
+            '(truncation "error"); shorten it, or choose another truncation: right, left, head_tail or window.',
+        )
+        self.details = {"index": index, "tokens": tokens, "max_text_tokens": max_text_tokens}
+
+
 class NotServedError(InvalidRequestError):
     """A valid request the worker answers at once instead of running: too late, or no room in the batch."""
 
@@ -70,6 +86,14 @@ class ParsedRequest:
 
     texts: list
     single: bool
+    all_scores: bool = False  # every label's score, not only the best one's
+    raw_scores: bool = False  # the logits too (TEI's raw_scores), in label order
+    truncation: str = DEFAULT_MODE  # what of a text over the token limit is read (sentiment_truncation.py)
+    # Set when a mode split or cut the texts: per part, the index of the text it came from, and
+    # per text, whether part of it was left out. Results are put back together per text.
+    owners: tuple = ()
+    dropped: tuple = ()
+    weights: tuple = ()
 
 
 @dataclass
@@ -229,15 +253,36 @@ def parse_request(row):
     if has_text and has_texts:
         raise InvalidRequestError("conflicting_fields", 'Send either "text" or "texts", not both.')
     if has_text:
-        return ParsedRequest(texts=[checked_text(body["text"])], single=True)
-    if not has_texts:
+        texts, single = [checked_text(body["text"])], True
+    elif not has_texts:
         raise InvalidRequestError("missing_text", 'Send {"text": "..."} or {"texts": ["...", ...]}.')
-    texts = body["texts"]
+    else:
+        texts, single = checked_texts(body["texts"]), False
+    # After the texts, as the facade does (facade/validation.py): a body bad in both ways gets one answer.
+    return ParsedRequest(texts=texts, single=single, **request_options(body))
+
+
+def checked_texts(texts):
+    """Return `texts` if it is a non-empty list of texts the tokenizer can take, else raise."""
     if not isinstance(texts, list):
         raise InvalidRequestError("invalid_text_type", '"texts" must be a JSON array of strings.')
     if not texts:
         raise InvalidRequestError("empty_texts", '"texts" is an empty list; send at least one string.')
-    return ParsedRequest(texts=[checked_text(text) for text in texts], single=False)
+    return [checked_text(text) for text in texts]
+
+
+def request_options(body):
+    """Return the request's options (all_scores, raw_scores, truncation) with their defaults, or raise naming it."""
+    all_scores = body.get("all_scores", False)
+    if not isinstance(all_scores, bool):
+        raise InvalidRequestError("invalid_option", '"all_scores" must be true or false.')
+    raw_scores = body.get("raw_scores", False)
+    if not isinstance(raw_scores, bool):
+        raise InvalidRequestError("invalid_option", '"raw_scores" must be true or false.')
+    truncation = body.get("truncation", DEFAULT_MODE)
+    if truncation not in MODES:
+        raise InvalidRequestError("invalid_option", f'"truncation" must be one of {", ".join(MODES)}.')
+    return {"all_scores": all_scores, "raw_scores": raw_scores, "truncation": truncation}
 
 
 def error_body(error):

@@ -34,19 +34,26 @@ from tools.packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from tools.torchserve_config import model_name, properties
 
 from sentiment_config import PRECISIONS, RUNTIMES, HandlerOptions, runtime_precision_problem
+from sentiment_info import BUILD_INFO
 
 HANDLER_FILE = HANDLER_DIR / "sentiment_handler.py"
 HANDLER_MODULES = (
     HANDLER_DIR / "sentiment_requests.py",
     HANDLER_DIR / "sentiment_config.py",
     HANDLER_DIR / "sentiment_runtime.py",
+    HANDLER_DIR / "sentiment_info.py",
+    HANDLER_DIR / "sentiment_truncation.py",
 )
 # Not packed, but what it writes is: a change to the export rebuilds the archive.
 EXPORT_MODULE = TOOLS_DIR / "onnx_export.py"
 ONNX_FILE = "model.onnx"
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
-BUILD_INFO = "build-info.json"
-ARCHIVE_VERSION = "1.0"
+# Bumped when the layout of the archive itself changes; part of every fingerprint.
+ARCHIVE_FORMAT = "2"
+# The archive's version (TorchServe's --version) is the start of its fingerprint: it changes when
+# anything packed changes (weights, tokenizer, handler code, model-config.yaml, runtime, precision)
+# and only then, so two archives with one version serve the same answers.
+VERSION_CHARS = 12
 
 # What from_pretrained needs for a sequence classifier; READMEs, other frameworks' weights
 # and training leftovers stay out of the archive.
@@ -171,7 +178,7 @@ def archived_files(files, runtime):
 
 def inputs_fingerprint(settings, files):
     """Return a hash of everything that ends up in the archive, to skip needless rebuilds."""
-    digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_VERSION}".encode())
+    digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_FORMAT}".encode())
     digest.update(model_config_text(settings).encode())
     for path in (HANDLER_FILE, *HANDLER_MODULES, EXPORT_MODULE, *files):
         digest.update(path.name.encode())
@@ -200,11 +207,17 @@ def build_info(settings, fingerprint):
     runtime, precision = serving_mode(yaml.safe_load(model_config_text(settings)))
     return {
         "fingerprint": fingerprint,
+        "archive_version": archive_version(fingerprint),
         "model_name": settings.model_name,
         "runtime": runtime,
         "precision": precision,
         **source,
     }
+
+
+def archive_version(fingerprint):
+    """Return the archive version for a build's fingerprint."""
+    return fingerprint[:VERSION_CHARS]
 
 
 def exported_model(model_dir, runtime, precision, work_dir):
@@ -229,7 +242,7 @@ def run_archiver(settings, files, info, work_dir):
         "-m",
         "model_archiver.model_packaging",
         "--model-name", settings.model_name,
-        "--version", ARCHIVE_VERSION,
+        "--version", info["archive_version"],
         "--handler", str(HANDLER_FILE),
         "--extra-files", ",".join(str(path) for path in extra_files),
         "--config-file", str(config_file),

@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 
+from facade.auth import key_hash
 from stack.launcher import down, record, running_groups, up
 from stack.models import PROJECT_DIR, TEST_MODEL_DIR, has_test_model
 from stack.private import build_archive, private_stack, private_torchserve
@@ -83,5 +84,24 @@ def shared_stack(tmp_path_factory, serving_model_dir):
     """
     started = []
     settings = started_stack(tmp_path_factory.mktemp("shared-stack"), serving_model_dir, started)
+    yield settings
+    stop_stack(settings, started)
+
+
+# The key a keyed stack takes (its file holds the key's hash only).
+API_KEY = "integration-key-0123456789-abcdefghijklmnopqrstuvw"
+
+
+@pytest.fixture(scope="package")
+def keyed_stack(tmp_path_factory, serving_model_dir):
+    """A whole native stack started with API keys on (FACADE_API_KEYS_FILE), for the key tests and the browser."""
+    work_dir = tmp_path_factory.mktemp("keyed-stack")
+    keys_file = work_dir / "api-keys"
+    keys_file.write_text(key_hash(API_KEY) + "\n")
+    started = []
+    # The replicas take their FACADE_* settings from the environment they are started in.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACADE_API_KEYS_FILE", str(keys_file))
+        settings = started_stack(work_dir, serving_model_dir, started)
     yield settings
     stop_stack(settings, started)

@@ -248,3 +248,38 @@ def test_the_page_fits_a_phone_screen(open_browser, shared_stack):
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**phone, "height": height})
     save_screenshot(driver, "page-phone.png", fit=False)
+
+
+def test_docs_render_every_route_from_this_origin_under_the_strict_policy(open_browser, shared_stack):
+    from selenium.webdriver.common.by import By
+
+    driver = open_browser()
+    # Count what the page's policy blocks: Swagger UI must run without inline scripts or eval.
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "window.__violations = [];"
+            "document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective));"
+        },
+    )
+    driver.get(shared_stack.url + "docs")
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 5)
+    paths = {element.text for element in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/", "/info", "/healthz", "/readyz"} <= {path.replace("\u200b", "") for path in paths}
+    assert driver.execute_script("return window.__violations") == []
+
+
+def test_with_api_keys_on_the_page_sends_the_typed_key_from_its_script(open_browser, keyed_stack):
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.conftest import API_KEY
+
+    driver = open_browser()
+    driver.get(keyed_stack.url)
+    driver.execute_script("window.sameDocument = 'yes';")
+    driver.find_element(By.ID, "api-key").send_keys(API_KEY)
+    driver.find_element(By.ID, "text").send_keys("It is worth it")
+    driver.find_element(By.ID, "submit").click()
+    wait_for(driver, shown_result)
+    assert driver.find_element(By.ID, "result-label").text in ("POSITIVE", "NEGATIVE")
+    assert driver.execute_script("return window.sameDocument") == "yes", "the form was posted, not the script's fetch"

@@ -34,6 +34,7 @@ class StandIn(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             texts = [body["text"]] if "text" in body else body["texts"]
             server.bodies.append(body)
+            server.authorizations.append(self.headers.get("Authorization"))
             time.sleep(server.delay_s)
             container = f"stand-{number % 2 + 1}"
             if "slow" in texts:
@@ -49,7 +50,7 @@ class StandIn(BaseHTTPRequestHandler):
             elif "html" in texts:
                 self.reply(502, "<html>bad gateway</html>", container, number)
             else:
-                results = [self.result(text) for text in texts]
+                results = [self.result(text, body) for text in texts]
                 answer = results[0] if "text" in body else {"results": results}
                 self.reply(200, {**answer, "container_id": container}, container, number)
         finally:
@@ -57,8 +58,13 @@ class StandIn(BaseHTTPRequestHandler):
                 server.in_flight -= 1
 
     @staticmethod
-    def result(text):
+    def result(text, body=None):
         result = {"label": "POSITIVE" if "good" in text else "NEGATIVE", "score": 0.875}
+        if body and body.get("all_scores"):
+            other = "NEGATIVE" if result["label"] == "POSITIVE" else "POSITIVE"
+            result["scores"] = [{"label": result["label"], "score": 0.875}, {"label": other, "score": 0.125}]
+        if body and body.get("truncation") == "window":
+            result["windows"] = 2
         return {**result, "truncated": True} if "long" in text else result
 
     @staticmethod
@@ -96,6 +102,7 @@ def service():
     server.bodies = []
     server.refusals = []
     server.max_texts = 64
+    server.authorizations = []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -451,3 +458,34 @@ def published_ports():
 def test_the_default_url_is_where_every_deployment_publishes_the_service():
     port = urllib.parse.urlsplit(test_app.DEFAULT_URL).port
     assert published_ports() == dict.fromkeys(published_ports(), port)
+
+
+def test_options_are_sent_and_every_score_and_the_windows_printed(service, capsys):
+    status, out, _ = run(capsys, "--url", service.url, "--text", "good long", "--all-scores", "--truncation", "window")
+    assert status == 0
+    assert service.bodies == [{"text": "good long", "all_scores": True, "truncation": "window"}]
+    assert out.strip().endswith("good long (truncated) (2 windows) POSITIVE=0.8750 NEGATIVE=0.1250")
+
+
+def test_json_output_carries_the_scores_and_windows(service, capsys):
+    status, out, _ = run(
+        capsys, "--url", service.url, "--text", "good", "--all-scores", "--truncation", "window", "--json"
+    )
+    item = json.loads(out)
+    assert status == 0
+    assert item["windows"] == 2 and [entry["label"] for entry in item["scores"]] == ["POSITIVE", "NEGATIVE"]
+
+
+def test_an_unknown_truncation_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        test_app.main(["--truncation", "middle"])
+    assert raised.value.code == 2
+
+
+def test_the_api_key_goes_in_the_authorization_header(service, capsys, monkeypatch):
+    monkeypatch.delenv("SENTIMENT_API_KEY", raising=False)
+    run(capsys, "--url", service.url, "--text", "good")
+    run(capsys, "--url", service.url, "--text", "good", "--api-key", "s3cret")
+    monkeypatch.setenv("SENTIMENT_API_KEY", "from-env")
+    run(capsys, "--url", service.url, "--requests", "1")
+    assert service.authorizations == [None, "Bearer s3cret", "Bearer from-env"]

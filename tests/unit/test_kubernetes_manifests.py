@@ -109,6 +109,7 @@ def test_every_kustomization_validates_against_the_kubernetes_1_32_schemas(direc
 def test_the_overlays_are_the_base_plus_workers_and_a_gpu():
     assert [path.relative_to(KUBERNETES_DIR).as_posix() for path in KUSTOMIZATIONS] == [
         "base",
+        "overlays/api-keys",
         "overlays/gpu",
         "overlays/workers",
     ]
@@ -316,3 +317,11 @@ def test_the_swarm_stack_file_parses_as_docker_stack_deploy_reads_it():
     config = yaml.safe_load(result.stdout)
     # Where the client looks by default, as every deployment publishes nginx.
     assert config["services"]["nginx"]["ports"][0]["published"] == urllib.parse.urlsplit(test_app.DEFAULT_URL).port
+
+
+def test_the_api_keys_overlay_points_the_facade_at_the_mounted_secret():
+    facade = container(documents(KUBERNETES_DIR / "overlays" / "api-keys"), "app", "facade")
+    keys_file = next(item["value"] for item in facade["env"] if item["name"] == "FACADE_API_KEYS_FILE")
+    mount = next(item for item in facade["volumeMounts"] if item["name"] == "api-keys")
+    assert keys_file.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in facade["volumeMounts"]  # the base's mounts are kept

@@ -12,10 +12,11 @@ import json
 import pytest
 
 from facade.errors import ServiceError
-from facade.settings import Settings
-from facade.validation import texts_from_json
+from facade.settings import TRUNCATION_MODES, Settings
+from facade.validation import classify_request
 
 from sentiment_requests import InvalidRequestError, parse_request
+from sentiment_truncation import DEFAULT_MODE, MODES
 
 BAD_BODIES = [
     b"\xff\xfe not utf-8",
@@ -42,13 +43,20 @@ BAD_BODIES = [
     b'{"texts": []}',
     b'{"text": "\\ud800"}',
     b'{"texts": ["good", "bad \\udfff end"]}',
+    b'{"text": "good", "all_scores": "true"}',
+    b'{"text": "good", "all_scores": 1}',
+    b'{"text": "good", "all_scores": null}',
+    b'{"texts": ["good"], "truncation": "middle"}',
+    b'{"texts": ["good"], "truncation": 1}',
+    b'{"texts": ["good"], "truncation": ["left"]}',
+    b'{"text": "", "truncation": "middle"}',
 ]
 
 
 def facade_answer(body):
     """Return (status, code) of the facade's validation for a JSON body."""
     try:
-        texts_from_json(body, Settings())
+        classify_request(body, Settings())
     except ServiceError as exc:
         return exc.status, exc.code
     return 200, None
@@ -84,6 +92,19 @@ def test_the_handler_answers_a_bad_body_as_the_facade_does(body):
     assert handler_answer(body) == expected
 
 
-@pytest.mark.parametrize("body", [b'{"text": "good"}', b'{"texts": ["good", "bad"]}'])
+def test_both_know_the_same_truncation_modes_and_default():
+    assert TRUNCATION_MODES == MODES
+    assert Settings().default_truncation == DEFAULT_MODE
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"text": "good"}',
+        b'{"texts": ["good", "bad"]}',
+        b'{"text": "good", "all_scores": true, "truncation": "window"}',
+        b'{"texts": ["good"], "all_scores": false, "truncation": "head_tail"}',
+    ],
+)
 def test_both_accept_a_good_body(body):
     assert facade_answer(body) == handler_answer(torchserve_decoded(body)) == (200, None)

@@ -3,6 +3,7 @@
 import pytest
 
 from facade import create_app
+from facade.info import note_served_version
 from facade.settings import Settings
 
 
@@ -14,10 +15,13 @@ class FakePredictor:
         self.error = None
         self.truncated_indexes = set()
         self.calls = []
+        self.options = []
+        self.description = {"archive_version": "0123456789ab", "model_id": "tiny", "labels": ["NEGATIVE", "POSITIVE"]}
 
-    def classify(self, texts, request_id):
+    def classify(self, texts, request_id, options=None):
         """Return POSITIVE for texts with "good" in them, else NEGATIVE; or raise the scripted error."""
         self.calls.append((list(texts), request_id))
+        self.options.append(options)
         if self.error is not None:
             raise self.error
         results = []
@@ -26,7 +30,15 @@ class FakePredictor:
             if index in self.truncated_indexes:
                 result["truncated"] = True
             results.append(result)
+        # What TorchServeClient notes from the handler's X-Model-Version header.
+        note_served_version(self.description["archive_version"])
         return results
+
+    def describe(self):
+        """Return the scripted description of the model, or raise the scripted error."""
+        if self.error is not None:
+            raise self.error
+        return self.description
 
     def is_ready(self):
         """Return the scripted readiness."""

@@ -75,7 +75,7 @@ def test_in_progress_gauge_counts_the_request_being_answered_and_returns_to_zero
     seen = []
     real_classify = predictor.classify
 
-    def classify(texts, request_id):
+    def classify(texts, request_id, options=None):
         seen.append(sample(app.test_client().get("/metrics").get_data(as_text=True), "facade_requests_in_progress"))
         return real_classify(texts, request_id)
 

@@ -14,7 +14,7 @@ def spec(client):
 
 def test_spec_documents_every_route_and_method_the_app_answers(app, spec):
     served = {
-        (rule.rule, method.lower())
+        (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
         for rule in app.url_map.iter_rules()
         for method in rule.methods
         if method != "OPTIONS"
@@ -27,10 +27,11 @@ def test_spec_documents_every_route_and_method_the_app_answers(app, spec):
 
 def test_spec_carries_the_instance_limits(spec):
     schema = spec["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    single, batch = schema["oneOf"]
+    single, batch, inference = schema["oneOf"]
 
     assert single["properties"]["text"]["maxLength"] == 20
     assert batch["properties"]["texts"]["maxItems"] == 3
+    assert inference["properties"]["inputs"]["oneOf"][1]["maxItems"] == 3
     assert "additionalProperties" not in single
 
 
@@ -65,6 +66,7 @@ def test_error_table_has_a_distinct_code_for_each_failure():
         "too_many_texts",
         "text_too_long",
         "invalid_text",
+        "invalid_option",
         "bad_request",
     ]
 
@@ -73,5 +75,5 @@ def test_413_documents_the_token_limit_next_to_the_body_size_limit(spec):
     response = spec["paths"]["/"]["post"]["responses"]["413"]
     codes = response["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]["enum"]
 
-    assert codes == ["too_many_tokens", "payload_too_large"]
+    assert codes == ["too_many_tokens", "text_too_many_tokens", "payload_too_large"]
     assert "too_many_tokens" in response["description"]

@@ -226,3 +226,30 @@ def test_error_responses_echo_the_request_id_too(client):
     response = client.get("/nope", headers={"X-Request-ID": "abc"})
 
     assert response.headers["X-Request-ID"] == "abc"
+
+
+def test_docs_page_loads_swagger_ui_from_this_origin_only_under_a_strict_policy(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert '<script src="docs/swagger-ui-bundle.js"></script>' in html
+    assert "<script>" not in html and "http" not in html.replace("http-equiv", "")
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "unsafe-eval" not in policy and "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_docs_assets_come_from_the_bundle_and_point_at_this_document(client):
+    with client.get("/docs/swagger-ui-bundle.js") as script:
+        assert script.status_code == 200 and b"SwaggerUIBundle" in script.data
+    with client.get("/docs/swagger-ui.css") as style:
+        assert style.mimetype == "text/css"
+    init = client.get("/docs/init.js")
+    assert init.mimetype == "text/javascript" and b'url: "openapi.json"' in init.data
+
+
+@pytest.mark.parametrize("name", ["index.html", "..%2Fsettings.py", "swagger-ui-bundle.js.map", "oauth2-redirect.html"])
+def test_anything_else_under_docs_is_the_json_404(client, name):
+    response = client.get(f"/docs/{name}")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"

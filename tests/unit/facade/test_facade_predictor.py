@@ -7,7 +7,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.errors import (
+    TextTooManyTokensError,
+    TooManyTokensError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
 from stack.private import free_port
@@ -21,6 +27,8 @@ NO_WORKER = {
 WORKER_DIED = {"code": 507, "type": "InternalServerException", "message": "Worker died."}
 HANDLER_FAILED = {"code": 503, "type": "InternalServerException", "message": "Prediction failed"}
 OK = {"results": [{"label": "POSITIVE", "score": 0.9}]}
+# The archive version the stub stamps on every answer, as the handler does.
+STUB_VERSION = "a1b2c3d4e5f6"
 
 
 class StubTorchServe:
@@ -68,6 +76,7 @@ class StubTorchServe:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Model-Version", STUB_VERSION)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -372,3 +381,76 @@ def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
     torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
     with pytest.raises(UpstreamError):
         ts_client.classify(["good"], "rid-odd")
+
+
+def test_options_reach_the_handler_and_its_extra_fields_come_back(torchserve, ts_client):
+    scores = [{"label": "POSITIVE", "score": 0.75}, {"label": "NEGATIVE", "score": 0.25}]
+    torchserve.answer(
+        "POST", "/predictions/sentiment", body={"results": [{"label": "POSITIVE", "score": 0.75, "scores": scores,
+                                                             "windows": 3}]}
+    )  # fmt: skip
+
+    answer = ts_client.classify(["good"], "rid-o", {"all_scores": True, "truncation": "window"})
+
+    assert answer == [{"label": "POSITIVE", "score": 0.75, "scores": scores, "windows": 3}]
+    assert json.loads(torchserve.received[-1][3]) == {"texts": ["good"], "all_scores": True, "truncation": "window"}
+
+
+def test_the_archive_version_of_the_answer_is_noted_for_the_request(torchserve, ts_client):
+    from facade.info import forget_served_version, served_version
+
+    forget_served_version()
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    ts_client.classify(["good"], "rid-v")
+    assert served_version() == STUB_VERSION
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [
+        {"scores": "all"},
+        {"scores": [{"label": "POSITIVE", "score": 2}]},
+        {"windows": 0},
+        {"windows": True},
+        {"logits": [1.0, 2.0]},
+        {"logits": {"POSITIVE": "high"}},
+    ],
+)
+def test_malformed_extra_fields_are_a_backend_error(torchserve, ts_client, extras):
+    torchserve.answer(
+        "POST", "/predictions/sentiment", body={"results": [{"label": "POSITIVE", "score": 0.9, **extras}]}
+    )
+    with pytest.raises(UpstreamError):
+        ts_client.classify(["good"], "rid-x", {"all_scores": True, "raw_scores": True, "truncation": "window"})
+
+
+def test_extra_fields_not_asked_for_stay_private(torchserve, ts_client):
+    extras = {"scores": [{"label": "POSITIVE", "score": 0.9}], "windows": 2, "logits": {"POSITIVE": 3.0}}
+    torchserve.answer(
+        "POST", "/predictions/sentiment", body={"results": [{"label": "POSITIVE", "score": 0.9, **extras}]}
+    )
+    assert ts_client.classify(["good"], "rid-p", {"all_scores": False, "truncation": "right"}) == [
+        {"label": "POSITIVE", "score": 0.9}
+    ]
+
+
+def test_a_text_over_the_token_limit_under_error_truncation_is_413_with_the_count(torchserve, ts_client):
+    message = "Text 0 has 700 tokens, over the model's limit of 512 tokens per text"
+    error = {"code": "text_too_many_tokens", "message": message, "index": 0, "tokens": 700, "max_text_tokens": 512}
+    torchserve.answer("POST", "/predictions/sentiment", status=413, body={"error": error})
+    with pytest.raises(TextTooManyTokensError) as raised:
+        ts_client.classify(["long"], "rid-e", {"truncation": "error", "all_scores": False})
+    assert raised.value.status == 413 and "700 tokens" in raised.value.message
+
+
+def test_describe_returns_the_handlers_own_description_with_the_archive_version(torchserve, ts_client):
+    custom = {"model_id": "distilbert", "revision": "714eb0f", "labels": ["NEGATIVE", "POSITIVE"]}
+    description = [{"modelName": "sentiment", "modelVersion": STUB_VERSION, "customizedMetadata": json.dumps(custom)}]
+    torchserve.answer("GET", "/models/sentiment?customized=true", body=description)
+
+    assert ts_client.describe() == {"archive_version": STUB_VERSION, **custom}
+
+
+def test_describe_without_torchserve_is_503(torchserve, ts_client):
+    with pytest.raises(UpstreamUnavailableError):
+        ts_client.describe()

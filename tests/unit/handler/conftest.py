@@ -28,10 +28,13 @@ class FakeContext:
     def __init__(self, model_dir, yaml_config=None, headers=None):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 16}
         self.model_yaml_config = yaml_config if yaml_config is not None else {"minWorkers": 1}
-        self.manifest = {"model": {"modelName": "sentiment", "handler": "sentiment_handler.py"}}
+        self.manifest = {
+            "model": {"modelName": "sentiment", "handler": "sentiment_handler.py", "modelVersion": "0123456789ab"}
+        }
         self.metrics = worker_metrics()
         self.statuses = {}
         self.content_types = {}
+        self.response_headers = {}
         self.headers = headers or {}
 
     def get_request_header(self, idx, key):
@@ -45,6 +48,10 @@ class FakeContext:
     def set_response_content_type(self, idx, value):
         """Record the content type TorchServe would send for request `idx`."""
         self.content_types[idx] = value
+
+    def set_response_header(self, idx, key, value):
+        """Record a header TorchServe would send with request `idx`'s answer."""
+        self.response_headers.setdefault(idx, {})[key] = value
 
 
 @pytest.fixture(scope="session")
