@@ -10,6 +10,7 @@ model-config.yaml's handler.runtime says (sentiment_runtime.py). Before TorchSer
 worker READY, `initialize` runs the model over the pass shapes traffic will bring (warm-up).
 """
 
+import json
 import logging
 import time
 
@@ -22,25 +23,37 @@ from ts.torch_handler.base_handler import BaseHandler
 from sentiment_config import handler_options
 from sentiment_requests import (
     DEADLINE_HEADER,
+    DEFERRALS_HEADER,
     PAD_MULTIPLE,
+    SPLIT_POINTS,
+    SPLIT_POINTS_CJK,
     Batch,
     InvalidRequestError,
+    ParsedRequest,
     admission,
     deadline_of,
+    deferrals_of,
     error_body,
     length_sorted_chunks,
     padding_efficiency,
     parse_request,
     response_body,
+    token_prefixes,
 )
 from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
 
 logger = logging.getLogger(__name__)
 
-# The worker's speed, for deadlines: learned from batches of at least this many tokens (in smaller
-# ones the fixed cost per batch dominates), smoothed over about the last five.
+# The worker's speed, for deadlines, smoothed over about the last five batches. Every batch teaches
+# it, counted as at least this many tokens, so that a small batch (where the fixed cost per batch
+# dominates) does not read as slow per token: after one slow batch, the light traffic that follows
+# brings the estimate back by itself (it once locked in: only large batches taught it).
 SPEED_MIN_TOKENS = 256
 SPEED_WEIGHT = 0.2
+# Characters of each text tokenized first, per token wanted: enough for most prose at once
+# (English averages under 5 characters a token); a text short of tokens is tried again with twice
+# as many characters.
+CHARS_PER_TOKEN = 4
 
 # Declared in torchserve-metrics.yaml (TorchServe's prometheus mode drops undeclared metrics).
 BATCH_TEXTS_METRIC = "sentiment_batch_texts"
@@ -56,6 +69,15 @@ def decoded(data):
         except InvalidRequestError as error:
             requests.append(error)
     return requests
+
+
+def split_points(tokenizer):
+    """Return where texts may be cut for this tokenizer (sentiment_requests.SPLIT_POINTS), None: nowhere."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.pre_tokenizer).__name__ != "BertPreTokenizer":
+        return None  # the prefix rule is proven for BERT's pre-tokenizer only: other tokenizers see whole texts
+    normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+    return SPLIT_POINTS_CJK if normalizer.get("handle_chinese_chars") else SPLIT_POINTS
 
 
 def is_parsed(request):
@@ -80,7 +102,9 @@ class SentimentHandler(BaseHandler):
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
         # A single text always fits in a request (0: no limit).
         self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
+        self.batch_budget_tokens = options.batch_budget_tokens
         self.seconds_per_token = 0.0  # unknown until a batch was timed
+        self.split_points = split_points(self.tokenizer)
         logger.info(
             "Loaded %s, %s (runtime=%s, precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d, "
             "max_request_tokens=%d)",
@@ -113,6 +137,17 @@ class SentimentHandler(BaseHandler):
         )
         return done
 
+    def prefixes(self, texts):
+        """Return each text's shortest prefix with the tokens the model sees, plus one (which tells a cut text)."""
+        if self.split_points is None:
+            return list(texts)
+        needed = self.max_length + 1
+        return token_prefixes(texts, needed, self.token_counts, CHARS_PER_TOKEN * needed, self.split_points)
+
+    def token_counts(self, texts):
+        """Return each text's token count, special tokens included, in one tokenizer call."""
+        return [len(ids) for ids in self.tokenizer(texts)["input_ids"]] if texts else []
+
     def token_lengths(self, groups):
         """Return each text's token count, grouped like `groups` (lists of texts), in one tokenizer call.
 
@@ -133,7 +168,7 @@ class SentimentHandler(BaseHandler):
 
     def preprocess(self, data):
         """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
-        requests = decoded(data)
+        requests = [self.cut(request) for request in decoded(data)]
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
         costs = [
@@ -152,17 +187,30 @@ class SentimentHandler(BaseHandler):
             batch.chunks = self.passes(texts, [min(count, self.max_length) for count in counts])
         return batch
 
+    def cut(self, request):
+        """Return the request with each text replaced by its prefix (the model's tokens, plus one)."""
+        if not is_parsed(request):
+            return request
+        return ParsedRequest(texts=self.prefixes(request.texts), single=request.single)
+
     def cost(self, counts):
         """Return what a request's texts cost, in tokens: each text as the model sees it, cut at the limit."""
         return sum(min(count, self.max_length) for count in counts)
 
     def admitted(self, requests, costs):
         """Return the requests, those not to run replaced by their answer (over the limit, too late, no room)."""
-        deadlines = [
-            deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(requests))
-        ]
+        header = self.context.get_request_header
+        deadlines = [deadline_of(header(index, DEADLINE_HEADER)) for index in range(len(requests))]
+        deferrals = [deferrals_of(header(index, DEFERRALS_HEADER)) for index in range(len(requests))]
         decisions = admission(
-            costs, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
+            costs,
+            deadlines,
+            deferrals,
+            time.time(),
+            self.max_request_tokens,
+            self.max_length,
+            budget=self.batch_budget_tokens,
+            seconds_per_token=self.seconds_per_token,
         )
         return [
             request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
@@ -225,15 +273,18 @@ class SentimentHandler(BaseHandler):
                 responses.append(error_body(request))
                 self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
-                responses.append(response_body(request, [next(results) for _ in request.texts]))
+                body = response_body(request, [next(results) for _ in request.texts])
+                if not request.single:
+                    body["tokens"] = batch.tokens[index]  # what the facade counts against its per-request limit
+                responses.append(body)
                 self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
     def learn_speed(self, batch):
         """Update the worker's seconds per token from the batch just run (what deadlines are judged by)."""
         ran = sum(cost for cost, request in zip(batch.tokens, batch.requests, strict=True) if is_parsed(request))
-        if ran >= SPEED_MIN_TOKENS:
-            sample = (time.monotonic() - batch.started) / ran
+        if ran:
+            sample = (time.monotonic() - batch.started) / max(ran, SPEED_MIN_TOKENS)
             old = self.seconds_per_token
             self.seconds_per_token = sample if not old else (1 - SPEED_WEIGHT) * old + SPEED_WEIGHT * sample
 
