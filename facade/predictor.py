@@ -1,5 +1,6 @@
 """The client for TorchServe's inference API (predictions) and management API (readiness)."""
 
+import json
 import logging
 import time
 from urllib.parse import quote
@@ -9,8 +10,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.jobs import job_slices
 from facade.settings import Settings
-from facade.tokens import TokenLimits
+from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,18 @@ MIN_RETRY_S = 0.5
 DEADLINE_HEADER = "X-Request-Deadline"
 DEADLINE_MARGIN_S = 0.5
 # What the handler answers, with 503, for a request it did not run: its deadline passed while it
-# was queued, or the batch's token budget was spent on cheaper requests. Both pass on a retry.
+# was queued (passes on a retry), or the batch's token budget went to older jobs (`busy`: the job
+# is sent again at once, with its count of deferrals, which ranks it above newer jobs).
 NOT_SERVED_CODES = ("deadline_exceeded", "busy")
+DEFERRALS_HEADER = "X-Job-Deferrals"
+# The shipped handler's limits per TorchServe request (handler/model-config.yaml's max_request_tokens,
+# and DistilBERT's 512 tokens per text): jobs are cut to them until a 413 states others.
+HANDLER_REQUEST_TOKENS = 2048
+HANDLER_TEXT_TOKENS = 512
+SATURATED = (
+    "The service is saturated: this request could not be served before its deadline; "
+    "retry after the number of seconds in the Retry-After header, or send fewer texts."
+)
 
 
 class TorchServeClient:
@@ -46,34 +58,75 @@ class TorchServeClient:
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
         self._ready_timeout = (connect_s, settings.ready_timeout_s)
         self._session = pooled_session(settings.threads)
-        self.token_limits = TokenLimits()
+        self._max_request_tokens = settings.max_request_tokens
+        self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
 
-        The whole call, a retry included, takes at most the read timeout (plus connecting).
-        Texts surely over the handler's token limit are refused here, without asking TorchServe.
+        The texts go to TorchServe as jobs (facade/jobs.py), one at a time; the whole call takes at
+        most the read timeout (plus connecting). A request surely over the limit per request is
+        refused before any job runs, and stopped as soon as the tokens the handler counted for its
+        jobs so far, plus a lower bound of the rest, are over it.
         """
-        refusal = self.token_limits.refusal(texts)
-        if refusal is not None:
-            raise TooManyTokensError(refusal)
+        limit = self._max_request_tokens
+        job_tokens, text_tokens = self.token_limits.current()
+        at_least = [tokens_at_least(text, text_tokens) for text in texts]
+        _refuse_over(sum(at_least), limit, text_tokens)
         deadline = time.monotonic() + self._read_timeout
-        response = self._post(texts, request_id, self._read_timeout)
-        if _worker_lost(response):
-            # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
-            # If this request is what kills workers, a second death answers 503, not a third try.
+        results, counted = [], 0
+        for job in job_slices(texts, job_tokens, text_tokens):
+            _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
+            job_results, tokens = self._job(texts[job], request_id, deadline)
+            results.extend(job_results)
+            counted += tokens
+        return results
+
+    def _job(self, texts: list[str], request_id: str, deadline: float, recut: bool = True) -> tuple[list[dict], int]:
+        """Return the results of one job and the tokens the handler counted for it."""
+        deferrals, retried = 0, False
+        while True:
             left_s = deadline - time.monotonic()
-            log.warning(
-                "TorchServe lost the worker running request %s (%s); %s",
-                request_id,
-                response.status_code,
-                f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
-            )
-            if left_s >= MIN_RETRY_S:
-                response = self._post(texts, request_id, left_s)
-        if response.status_code != 200:
-            raise self._status_error(response, request_id)
-        return _results(response, len(texts), request_id)
+            if left_s <= 0:
+                raise UpstreamUnavailableError(SATURATED)
+            response = self._post(texts, request_id, left_s, deferrals)
+            if _worker_lost(response) and not retried:
+                # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
+                # If this request is what kills workers, a second death answers 503, not a third try.
+                left_s = deadline - time.monotonic()
+                log.warning(
+                    "TorchServe lost the worker running request %s (%s); %s",
+                    request_id,
+                    response.status_code,
+                    f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
+                )
+                retried = True
+                if left_s >= MIN_RETRY_S:
+                    continue
+            if response.status_code == 503 and _handler_error(response).get("code") == "busy":
+                deferrals += 1  # sent again at once: it now outranks the jobs that came after it
+                continue
+            if response.status_code == 413 and recut and len(texts) > 1 and self._learned_from(response):
+                # The archive's limits are smaller than the facade assumed: cut this job to them.
+                return self._recut(texts, request_id, deadline)
+            if response.status_code != 200:
+                raise self._status_error(response, request_id)
+            return _results(response, len(texts), request_id), _tokens(response, texts)
+
+    def _recut(self, texts: list[str], request_id: str, deadline: float) -> tuple[list[dict], int]:
+        job_tokens, text_tokens = self.token_limits.current()
+        results, counted = [], 0
+        for job in job_slices(texts, job_tokens, text_tokens):
+            job_results, tokens = self._job(texts[job], request_id, deadline, recut=False)
+            results.extend(job_results)
+            counted += tokens
+        return results, counted
+
+    def _learned_from(self, response: requests.Response) -> bool:
+        error = _handler_error(response)
+        return error.get("code") == "too_many_tokens" and self.token_limits.learn(
+            error.get("max_request_tokens"), error.get("max_text_tokens")
+        )
 
     def is_ready(self) -> bool:
         """Return True when TorchServe has at least one READY worker for the model."""
@@ -89,16 +142,20 @@ class TorchServeClient:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
         self._session.close()
 
-    def _post(self, texts: list[str], request_id: str, read_timeout_s: float) -> requests.Response:
+    def _post(self, texts: list[str], request_id: str, read_timeout_s: float, deferrals: int = 0) -> requests.Response:
         try:
             return self._session.post(
                 self._predict_url,
-                json={"texts": texts},
+                # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
+                # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
+                data=json.dumps({"texts": texts}, ensure_ascii=False).encode("utf-8"),
                 # Wall-clock time, since it must mean the same in the worker's process (on another
                 # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
                 headers={
+                    "Content-Type": "application/json",
                     "X-Request-ID": request_id,
                     DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                    DEFERRALS_HEADER: str(deferrals),
                 },
                 timeout=(self._connect_timeout, read_timeout_s),
                 allow_redirects=False,
@@ -121,6 +178,18 @@ class TorchServeClient:
             log.info("TorchServe did not run request %s: %s", request_id, error["code"])
             return UpstreamUnavailableError(_message(error, UNAVAILABLE))
         return _status_error(response, request_id)
+
+
+def _refuse_over(tokens: int, limit: int, text_tokens: int) -> None:
+    if tokens > limit:
+        raise TooManyTokensError(too_many_tokens_message(tokens, limit, text_tokens, at_least=True))
+
+
+def _tokens(response: requests.Response, texts: list[str]) -> int:
+    # What the handler counted for the job; an older handler that does not say costs nothing here.
+    body = _json_or_none(response)
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0
 
 
 def _handler_error(response: requests.Response) -> dict:

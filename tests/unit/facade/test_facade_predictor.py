@@ -337,34 +337,80 @@ TOO_MANY = {
 }
 
 
-def test_the_handlers_413_becomes_too_many_tokens_and_later_requests_surely_over_are_refused_here(
-    torchserve, ts_client
-):
+def test_the_handlers_413_teaches_its_limits_and_the_job_is_cut_to_them(torchserve, ts_client):
+    one = {"results": [{"label": "POSITIVE", "score": 0.9}], "tokens": 452}
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (413, TOO_MANY), (200, one))
+    assert ts_client.classify(["word " * 450, "word " * 450], "rid-1") == one["results"] * 2
+    sent = [json.loads(body)["texts"] for _, _, _, body in torchserve.received]
+    assert [len(texts) for texts in sent] == [2, 1, 1]
+    assert ts_client.token_limits.current() == (600, 512)
+
+
+def test_a_job_the_handler_still_refuses_after_the_cut_is_413_with_its_message(torchserve, ts_client):
     torchserve.answer("POST", "/predictions/sentiment", status=413, body=TOO_MANY)
     with pytest.raises(TooManyTokensError) as refused:
         ts_client.classify(["word " * 450, "word " * 450], "rid-1")
     assert refused.value.message == TOO_MANY["error"]["message"]
+
+
+def test_a_request_surely_over_the_limit_per_request_is_refused_before_any_job_runs(torchserve, ts_client):
+    # 64 texts of at least 502 tokens each: over 8,192 whatever the tokenizer makes of them.
+    with pytest.raises(TooManyTokensError) as refused:
+        ts_client.classify(["word " * 500] * 64, "rid-2")
+    assert "at least 32128 tokens" in refused.value.message
+    assert "limit of 8192 tokens" in refused.value.message and "at least 4 requests" in refused.value.message
+    assert torchserve.received == []
+
+
+def test_a_request_is_stopped_once_its_counted_tokens_go_over_the_limit(torchserve, ts_client):
+    # The handler counts far more than the lower bound saw (say, a script the bound cannot read).
+    # 16 texts of 252 tokens at most (and at least): 8 per job of 2,048.
+    counted = {"results": [{"label": "POSITIVE", "score": 0.9}] * 8, "tokens": 8000}
+    torchserve.answer("POST", "/predictions/sentiment", body=counted)
+    with pytest.raises(TooManyTokensError, match="over the limit of 8192"):
+        ts_client.classify(["w " * 250] * 16, "rid-3")
     assert len(torchserve.received) == 1
 
-    # 3 texts of at least 300 tokens: over 600 whatever the tokenizer makes of them.
-    with pytest.raises(TooManyTokensError) as refused_here:
-        ts_client.classify(["word " * 298] * 3, "rid-2")
-    assert "at least 900 tokens" in refused_here.value.message
-    assert "at least 2 requests" in refused_here.value.message
-    assert len(torchserve.received) == 1
 
-    # A request whose lower bound is within the limit still goes to the handler, which decides.
-    torchserve.answer("POST", "/predictions/sentiment", body=OK)
-    assert ts_client.classify(["word " * 500], "rid-3") == OK["results"]
-    assert len(torchserve.received) == 2
+def test_a_large_request_goes_as_jobs_within_the_handlers_limit_one_at_a_time_in_order(torchserve, ts_client):
+    def answer(count):
+        return {"results": [{"label": "POSITIVE", "score": count / 100}] * count, "tokens": 100 * count}
+
+    # 64 texts of at most 66 tokens (64 characters that are not spaces, plus 2): 31 fit in 2,048.
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", *[(200, answer(count)) for count in (31, 31, 2)])
+    results = ts_client.classify(["a b c " * 21 + "x"] * 64, "rid-4")
+    assert [len(json.loads(body)["texts"]) for _, _, _, body in torchserve.received] == [31, 31, 2]
+    assert [result["score"] for result in results] == [0.31] * 62 + [0.02] * 2
 
 
-@pytest.mark.parametrize("code", ["deadline_exceeded", "busy"])
-def test_a_request_the_handler_did_not_run_is_unavailable_with_the_handlers_message(torchserve, ts_client, code):
-    body = {"error": {"code": code, "message": "The model is busy with other requests; retry shortly."}}
-    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
-    with pytest.raises(UpstreamUnavailableError, match="busy with other requests"):
+def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, retrying_client):
+    busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (503, busy), (503, busy), (200, OK))
+    assert retrying_client.classify(["good"], "rid-busy") == OK["results"]
+    assert [headers["X-Job-Deferrals"] for _, _, headers, _ in torchserve.received] == ["0", "1", "2"]
+
+
+def test_a_job_still_busy_at_the_deadline_is_503_saturated_not_a_timeout(torchserve, ts_client):
+    busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=busy, delay_s=0.05)
+    with pytest.raises(UpstreamUnavailableError, match="saturated"):
         ts_client.classify(["good"], "rid-busy")
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_is_unavailable_with_the_handlers_message(torchserve, ts_client):
+    body = {"error": {"code": "deadline_exceeded", "message": "The request waited in the queue too long."}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
+    with pytest.raises(UpstreamUnavailableError, match="waited in the queue"):
+        ts_client.classify(["good"], "rid-late")
+
+
+def test_text_is_forwarded_as_utf_8_without_escapes(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    text = "\U0001f389" * 1000
+    ts_client.classify([text], "rid-emoji")
+    body = torchserve.received[0][3]
+    assert len(body) < len(text.encode("utf-8")) + 100  # not 12 bytes of "\\ud83c\\udf89" per emoji
+    assert json.loads(body) == {"texts": [text]}
 
 
 def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
