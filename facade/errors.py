@@ -76,6 +76,17 @@ class TooManyTokensError(ServiceError):
     code = "too_many_tokens"
 
 
+class SaturatedError(ServiceError):
+    """New work turned away at once: the queue is longer than can be served before the deadline."""
+
+    status = 429
+    code = "saturated"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status = 415
     code = "unsupported_media_type"
@@ -89,6 +100,16 @@ class UpstreamError(ServiceError):
 class UpstreamUnavailableError(ServiceError):
     status = 503
     code = "backend_unavailable"
+
+
+class UpstreamSaturatedError(UpstreamUnavailableError):
+    """A request stopped between its jobs: the rest could not be served before its deadline."""
+
+    code = "over_deadline"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamTimeoutError(ServiceError):
@@ -127,7 +148,10 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _service_error(exc: ServiceError):
-    return error_response(exc.status, exc.code, exc.message)
+    response, status = error_response(exc.status, exc.code, exc.message)
+    if getattr(exc, "retry_after_s", None) is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response, status
 
 
 def _http_error(exc: HTTPException):

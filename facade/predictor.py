@@ -9,7 +9,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.admission import Saturation, projected_overrun_s, retry_after_s
+from facade.errors import (
+    SaturatedError,
+    TooManyTokensError,
+    UpstreamError,
+    UpstreamSaturatedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from facade.jobs import job_slices
 from facade.settings import Settings
 from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
@@ -44,6 +52,10 @@ SATURATED = (
     "The service is saturated: this request could not be served before its deadline; "
     "retry after the number of seconds in the Retry-After header, or send fewer texts."
 )
+TURNED_AWAY = (
+    "The service is saturated: requests of more than a few texts are turned away for now, "
+    "before any of their work is done; retry after the number of seconds in the Retry-After header."
+)
 
 
 class TorchServeClient:
@@ -60,6 +72,7 @@ class TorchServeClient:
         self._session = pooled_session(settings.threads)
         self._max_request_tokens = settings.max_request_tokens
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
+        self.saturation = Saturation()
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
@@ -73,14 +86,28 @@ class TorchServeClient:
         job_tokens, text_tokens = self.token_limits.current()
         at_least = [tokens_at_least(text, text_tokens) for text in texts]
         _refuse_over(sum(at_least), limit, text_tokens)
-        deadline = time.monotonic() + self._read_timeout
+        jobs = job_slices(texts, job_tokens, text_tokens)
+        wait_s = self.saturation.retry_after_s()
+        if len(jobs) > 1 and wait_s:
+            raise SaturatedError(TURNED_AWAY, wait_s)
+        started = time.monotonic()
+        deadline = started + self._read_timeout
         results, counted = [], 0
-        for job in job_slices(texts, job_tokens, text_tokens):
+        for done, job in enumerate(jobs):
             _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
+            now = time.monotonic()
+            self._stop_if_late(projected_overrun_s(now - started, done, len(jobs) - done, deadline - now), request_id)
             job_results, tokens = self._job(texts[job], request_id, deadline)
             results.extend(job_results)
             counted += tokens
         return results
+
+    def _stop_if_late(self, overrun_s: float, request_id: str) -> None:
+        if overrun_s > 0:
+            wait_s = retry_after_s(overrun_s, self._read_timeout)
+            log.info("Request %s would end %.1f s past its deadline: saturated for %d s", request_id, overrun_s, wait_s)
+            self.saturation.mark(wait_s)
+            raise UpstreamSaturatedError(SATURATED, wait_s)
 
     def _job(self, texts: list[str], request_id: str, deadline: float, recut: bool = True) -> tuple[list[dict], int]:
         """Return the results of one job and the tokens the handler counted for it."""
@@ -88,7 +115,7 @@ class TorchServeClient:
         while True:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                raise UpstreamUnavailableError(SATURATED)
+                self._stop_if_late(1.0, request_id)
             response = self._post(texts, request_id, left_s, deferrals)
             if _worker_lost(response) and not retried:
                 # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.

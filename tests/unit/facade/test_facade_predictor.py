@@ -7,7 +7,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from facade.errors import TooManyTokensError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from facade.errors import (
+    SaturatedError,
+    TooManyTokensError,
+    UpstreamError,
+    UpstreamSaturatedError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
 from stack.private import free_port
@@ -390,11 +397,28 @@ def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, ret
     assert [headers["X-Job-Deferrals"] for _, _, headers, _ in torchserve.received] == ["0", "1", "2"]
 
 
-def test_a_job_still_busy_at_the_deadline_is_503_saturated_not_a_timeout(torchserve, ts_client):
+def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(torchserve, ts_client):
     busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
     torchserve.answer("POST", "/predictions/sentiment", status=503, body=busy, delay_s=0.05)
-    with pytest.raises(UpstreamUnavailableError, match="saturated"):
+    with pytest.raises(UpstreamSaturatedError, match="saturated") as stopped:
         ts_client.classify(["good"], "rid-busy")
+    assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
+
+
+def test_a_request_that_cannot_end_in_time_stops_and_new_multi_job_requests_get_429_at_once(torchserve, ts_client):
+    # Read timeout 0.3 s; jobs of 0.1 s each: after two, the other two would end past the deadline.
+    answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 8, "tokens": 2016}
+    torchserve.answer("POST", "/predictions/sentiment", body=answer, delay_s=0.1)
+    with pytest.raises(UpstreamSaturatedError) as stopped:
+        ts_client.classify(["w " * 250] * 32, "rid-heavy")
+    assert len(torchserve.received) < 4
+    sent = len(torchserve.received)
+    with pytest.raises(SaturatedError) as turned_away:
+        ts_client.classify(["w " * 250] * 16, "rid-next")
+    assert turned_away.value.status == 429 and turned_away.value.retry_after_s == stopped.value.retry_after_s
+    assert len(torchserve.received) == sent  # nothing of it was sent
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    assert ts_client.classify(["good"], "rid-light") == OK["results"]  # light requests are still served
 
 
 def test_a_request_whose_deadline_passed_in_the_queue_is_unavailable_with_the_handlers_message(torchserve, ts_client):
