@@ -1,20 +1,29 @@
 """When a facade process turns new work away at once, instead of letting it time out.
 
-A request runs as jobs, one after another (facade/jobs.py). After each job the predictor projects
-how long the rest will take at the pace its jobs have gone so far; when that is past the request's
-deadline, the queue in front of TorchServe's worker is longer than can be served in time: the
-request stops there (503 saturated, with Retry-After) instead of spending the worker's time on
-an answer nobody would read, and for Retry-After seconds this process answers new requests of more
-than one job 429 saturated at once, before any of their work is paid for. Requests of one job (the
-light ones) are still taken: they cost one job's time, and they are what must never starve.
+A request runs as jobs, one after another (facade/jobs.py), sharing the worker with every other
+request's jobs. Past the point where the requests in progress can no longer each end before their
+deadline, sharing serves none of them (every one ends late); so each facade process limits how
+many requests of more than one job it runs at once, and adapts that limit to what the worker
+serves in time (additive increase, multiplicative decrease, as in TCP congestion control):
+
+- after each job the predictor projects, at the pace of the request's jobs so far, when the rest
+  would end; past the deadline, the request stops there (503 over_deadline, with Retry-After)
+  instead of spending the worker's time on an answer nobody would read, and the limit halves;
+- each request that ends in time raises it by 1/limit, up to the threads the process has;
+- a new multi-job request over the limit is answered 429 saturated at once, before any of its
+  work is paid for, with Retry-After the time such a request has lately taken.
+
+Requests of one job (the light ones) are never limited: they cost one job's time, and they are
+what must never starve.
 """
 
 import math
 import threading
-import time
 
-# Retry-After is at least this, and at most this many times the read timeout.
+# Retry-After is at least this.
 MIN_RETRY_AFTER_S = 1
+# How much of each new duration the Retry-After estimate takes in (about the last five requests).
+DURATION_WEIGHT = 0.2
 
 
 def projected_overrun_s(elapsed_s: float, jobs_done: int, jobs_left: int, left_s: float) -> float:
@@ -24,26 +33,38 @@ def projected_overrun_s(elapsed_s: float, jobs_done: int, jobs_left: int, left_s
     return elapsed_s / jobs_done * jobs_left - left_s
 
 
-def retry_after_s(overrun_s: float, read_timeout_s: float) -> int:
-    """Return the Retry-After after a projected overrun of overrun_s: about what the queue needs to drain."""
-    return max(MIN_RETRY_AFTER_S, min(math.ceil(overrun_s), math.ceil(read_timeout_s)))
+class HeavyRequests:
+    """How many multi-job requests this process runs at once, and what a refused one is told."""
 
-
-class Saturation:
-    """Until when this process answers new multi-job requests 429 (one per facade worker process)."""
-
-    def __init__(self, clock=time.monotonic):
-        self._clock = clock
+    def __init__(self, ceiling: int, read_timeout_s: float):
         self._lock = threading.Lock()
-        self._until = 0.0
+        self._ceiling = max(1, ceiling)
+        self._read_timeout_s = read_timeout_s
+        self.limit = float(self._ceiling)
+        self.in_flight = 0
+        self._duration_s = 0.0
 
-    def mark(self, seconds: float) -> None:
-        """Refuse new multi-job requests for the next `seconds`."""
+    def try_start(self) -> bool:
+        """Return True (and count the request in) when one more may run now."""
         with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
+            if self.in_flight + 1 > max(1, int(self.limit)):
+                return False
+            self.in_flight += 1
+            return True
+
+    def finish(self, in_time: bool, duration_s: float) -> None:
+        """Count a started request out: in time raises the limit a little, late halves it."""
+        with self._lock:
+            self.in_flight -= 1
+            if in_time:
+                self.limit = min(self._ceiling, self.limit + 1 / self.limit)
+                old = self._duration_s
+                self._duration_s = duration_s if not old else (1 - DURATION_WEIGHT) * old + DURATION_WEIGHT * duration_s
+            else:
+                self.limit = max(1.0, self.limit / 2)
 
     def retry_after_s(self) -> int:
-        """Return the seconds left of the refusal period (0: not saturated)."""
+        """Return what a refused request should wait: what one took lately (1 s to one read timeout)."""
         with self._lock:
-            left = self._until - self._clock()
-        return math.ceil(left) if left > 0 else 0
+            duration = self._duration_s or self._read_timeout_s
+        return max(MIN_RETRY_AFTER_S, min(math.ceil(duration), math.ceil(self._read_timeout_s)))

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import threading
 import time
 from urllib.parse import quote
 
@@ -9,7 +10,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from facade.admission import Saturation, projected_overrun_s, retry_after_s
+from facade.admission import HeavyRequests, projected_overrun_s
 from facade.errors import (
     SaturatedError,
     TooManyTokensError,
@@ -52,9 +53,18 @@ SATURATED = (
     "The service is saturated: this request could not be served before its deadline; "
     "retry after the number of seconds in the Retry-After header, or send fewer texts."
 )
+# Gunicorn threads of a worker process that classification never takes, so that /healthz and
+# /readyz always find one free: a probe never waits behind work (gthread takes no new connection
+# while every thread is busy). A request over the rest gets 429 at once instead of a thread.
+PROBE_THREADS = 2
+FULL = (
+    "This instance has as many requests in progress as it serves at once; "
+    "retry after the number of seconds in the Retry-After header."
+)
 TURNED_AWAY = (
-    "The service is saturated: requests of more than a few texts are turned away for now, "
-    "before any of their work is done; retry after the number of seconds in the Retry-After header."
+    "The service is saturated: it runs as many large requests as it can serve in time, and this one "
+    "was turned away before any of its work was done; retry after the number of seconds in the "
+    "Retry-After header, or send fewer texts per request (requests of a few texts are still served)."
 )
 
 
@@ -72,7 +82,9 @@ class TorchServeClient:
         self._session = pooled_session(settings.threads)
         self._max_request_tokens = settings.max_request_tokens
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
-        self.saturation = Saturation()
+        self.heavy = HeavyRequests(settings.threads - PROBE_THREADS, settings.read_timeout_s)
+        self._slots = threading.BoundedSemaphore(max(1, settings.threads - PROBE_THREADS))
+        self._retry_after_s = settings.retry_after_s
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
@@ -82,14 +94,35 @@ class TorchServeClient:
         refused before any job runs, and stopped as soon as the tokens the handler counted for its
         jobs so far, plus a lower bound of the rest, are over it.
         """
+        if not self._slots.acquire(blocking=False):
+            raise SaturatedError(FULL, max(1, self._retry_after_s))
+        try:
+            return self._classify(texts, request_id)
+        finally:
+            self._slots.release()
+
+    def _classify(self, texts: list[str], request_id: str) -> list[dict]:
         limit = self._max_request_tokens
         job_tokens, text_tokens = self.token_limits.current()
         at_least = [tokens_at_least(text, text_tokens) for text in texts]
         _refuse_over(sum(at_least), limit, text_tokens)
         jobs = job_slices(texts, job_tokens, text_tokens)
-        wait_s = self.saturation.retry_after_s()
-        if len(jobs) > 1 and wait_s:
-            raise SaturatedError(TURNED_AWAY, wait_s)
+        if len(jobs) == 1:
+            return self._jobs(jobs, texts, at_least, request_id)
+        if not self.heavy.try_start():
+            raise SaturatedError(TURNED_AWAY, self.heavy.retry_after_s())
+        started, late = time.monotonic(), False
+        try:
+            return self._jobs(jobs, texts, at_least, request_id)
+        except (UpstreamSaturatedError, UpstreamTimeoutError):
+            late = True
+            raise
+        finally:
+            self.heavy.finish(not late, time.monotonic() - started)
+
+    def _jobs(self, jobs: list[slice], texts: list[str], at_least: list[int], request_id: str) -> list[dict]:
+        limit = self._max_request_tokens
+        text_tokens = self.token_limits.current()[1]
         started = time.monotonic()
         deadline = started + self._read_timeout
         results, counted = [], 0
@@ -104,10 +137,8 @@ class TorchServeClient:
 
     def _stop_if_late(self, overrun_s: float, request_id: str) -> None:
         if overrun_s > 0:
-            wait_s = retry_after_s(overrun_s, self._read_timeout)
-            log.info("Request %s would end %.1f s past its deadline: saturated for %d s", request_id, overrun_s, wait_s)
-            self.saturation.mark(wait_s)
-            raise UpstreamSaturatedError(SATURATED, wait_s)
+            log.info("Request %s would end %.1f s past its deadline: stopped", request_id, overrun_s)
+            raise UpstreamSaturatedError(SATURATED, self.heavy.retry_after_s())
 
     def _job(self, texts: list[str], request_id: str, deadline: float, recut: bool = True) -> tuple[list[dict], int]:
         """Return the results of one job and the tokens the handler counted for it."""

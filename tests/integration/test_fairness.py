@@ -15,7 +15,8 @@ cores. Since every term is measured, the bound holds on a CPU twice slower or tw
 import pytest
 import requests
 
-from bench.abuse import abuse, failures, largest_request
+from bench.abuse import abuse, failures
+from facade.settings import Settings
 from stack.launcher import running_groups
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def test_a_request_over_the_token_limit_gets_413_too_many_tokens_saying_how_to_s
     # The request: 64 texts of 9,000 characters, inside the body and character limits.
     body = {"texts": [("a fine film " * 750)[:9000]] * 64}
     answers = [requests.post(shared_stack.url, json=body, timeout=60) for _ in range(6)]
-    _, limit = largest_request()  # the configured limit, from handler/model-config.yaml
+    limit = Settings().max_request_tokens  # the facade's limit per request (docs/overload.md)
 
     for answer in answers:
         assert answer.status_code == 413, answer.text[:300]

@@ -1,16 +1,8 @@
-"""Saturation is explicit: a request that cannot end in time stops, and new multi-job work is turned away."""
+"""Saturation is explicit: a request that cannot end in time stops, and the heavy ones run at once adapt."""
 
 import pytest
 
-from facade.admission import Saturation, projected_overrun_s, retry_after_s
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
+from facade.admission import HeavyRequests, projected_overrun_s
 
 
 @pytest.mark.parametrize(
@@ -21,19 +13,21 @@ def test_the_overrun_is_projected_at_the_pace_of_the_jobs_done(elapsed_s, done, 
     assert projected_overrun_s(elapsed_s, done, left, left_s) == pytest.approx(overrun_s)
 
 
-@pytest.mark.parametrize(("overrun_s", "expected"), [(0.1, 1), (3.2, 4), (400.0, 15)])
-def test_retry_after_covers_the_overrun_within_one_read_timeout(overrun_s, expected):
-    assert retry_after_s(overrun_s, 15.0) == expected
+def test_a_late_request_halves_the_limit_and_requests_in_time_raise_it_slowly_back():
+    heavy = HeavyRequests(ceiling=8, read_timeout_s=15.0)
+    assert [heavy.try_start() for _ in range(9)] == [True] * 8 + [False]
+    for _ in range(8):
+        heavy.finish(in_time=False, duration_s=15.0)
+    assert heavy.limit == 1.0  # halved, never below one
+    assert [heavy.try_start() for _ in range(2)] == [True, False]
+    heavy.finish(in_time=True, duration_s=4.2)
+    assert heavy.limit == 2.0
+    assert heavy.retry_after_s() == 5  # what the request in time took, rounded up
+    for _ in range(100):
+        heavy.try_start()
+        heavy.finish(in_time=True, duration_s=4.2)
+    assert heavy.limit == 8.0  # never past the ceiling
 
 
-def test_saturation_lasts_as_long_as_marked_then_ends_by_itself():
-    clock = Clock()
-    saturation = Saturation(clock)
-    assert saturation.retry_after_s() == 0
-    saturation.mark(3)
-    saturation.mark(1)  # a shorter mark does not cut the longer one
-    assert saturation.retry_after_s() == 3
-    clock.now += 2.5
-    assert saturation.retry_after_s() == 1
-    clock.now += 1
-    assert saturation.retry_after_s() == 0
+def test_retry_after_is_one_read_timeout_until_a_request_was_timed():
+    assert HeavyRequests(ceiling=4, read_timeout_s=15.0).retry_after_s() == 15

@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -405,20 +406,27 @@ def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(tor
     assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
 
 
-def test_a_request_that_cannot_end_in_time_stops_and_new_multi_job_requests_get_429_at_once(torchserve, ts_client):
+def test_a_request_that_cannot_end_in_time_stops_and_halves_the_heavy_requests_run_at_once(torchserve, ts_client):
     # Read timeout 0.3 s; jobs of 0.1 s each: after two, the other two would end past the deadline.
     answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 8, "tokens": 2016}
     torchserve.answer("POST", "/predictions/sentiment", body=answer, delay_s=0.1)
+    limit = ts_client.heavy.limit
     with pytest.raises(UpstreamSaturatedError) as stopped:
         ts_client.classify(["w " * 250] * 32, "rid-heavy")
     assert len(torchserve.received) < 4
-    sent = len(torchserve.received)
+    assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
+    assert ts_client.heavy.limit == limit / 2 and ts_client.heavy.in_flight == 0
+
+
+def test_a_heavy_request_over_the_limit_gets_429_at_once_and_a_light_one_is_still_served(torchserve, ts_client):
+    ts_client.heavy.limit = 1.0
+    assert ts_client.heavy.try_start()  # one heavy request in progress
     with pytest.raises(SaturatedError) as turned_away:
         ts_client.classify(["w " * 250] * 16, "rid-next")
-    assert turned_away.value.status == 429 and turned_away.value.retry_after_s == stopped.value.retry_after_s
-    assert len(torchserve.received) == sent  # nothing of it was sent
+    assert turned_away.value.status == 429 and turned_away.value.retry_after_s >= 1
+    assert torchserve.received == []  # nothing of it was sent
     torchserve.answer("POST", "/predictions/sentiment", body=OK)
-    assert ts_client.classify(["good"], "rid-light") == OK["results"]  # light requests are still served
+    assert ts_client.classify(["good"], "rid-light") == OK["results"]
 
 
 def test_a_request_whose_deadline_passed_in_the_queue_is_unavailable_with_the_handlers_message(torchserve, ts_client):
@@ -442,3 +450,18 @@ def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
     torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
     with pytest.raises(UpstreamError):
         ts_client.classify(["good"], "rid-odd")
+
+
+def test_classification_leaves_two_threads_free_for_probes_and_answers_429_beyond(torchserve):
+    # 3 Gunicorn threads: one classifies, two stay free for /healthz and /readyz.
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=2.0, threads=3))
+    torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=0.5)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(client.classify, ["good"], "rid-1")
+        time.sleep(0.2)
+        with pytest.raises(SaturatedError) as full:
+            client.classify(["good"], "rid-2")
+        assert first.result() == OK["results"]
+    assert full.value.status == 429 and full.value.retry_after_s >= 1
+    assert client.classify(["good"], "rid-3") == OK["results"]  # the slot is free again
+    client.close()
