@@ -45,6 +45,10 @@ DEADLINE_MARGIN_S = 0.5
 # is sent again at once, with its count of deferrals, which ranks it above newer jobs).
 NOT_SERVED_CODES = ("deadline_exceeded", "busy")
 DEFERRALS_HEADER = "X-Job-Deferrals"
+# With the deadline, the seconds left when the job was sent and who sent it: the handler measures
+# this facade's clock against its own from them and corrects for any skew (handler ClockOffsets).
+BUDGET_HEADER = "X-Request-Budget"
+SENDER_HEADER = "X-Facade-ID"
 # The shipped handler's limits per TorchServe request (handler/model-config.yaml's max_request_tokens,
 # and DistilBERT's 512 tokens per text): jobs are cut to them until a 413 states others.
 HANDLER_REQUEST_TOKENS = 2048
@@ -81,6 +85,7 @@ class TorchServeClient:
         self._ready_timeout = (connect_s, settings.ready_timeout_s)
         self._session = pooled_session(settings.threads)
         self._max_request_tokens = settings.max_request_tokens
+        self._sender = settings.container_id
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
         self.heavy = HeavyRequests(settings.threads - PROBE_THREADS, settings.read_timeout_s)
         self._slots = threading.BoundedSemaphore(max(1, settings.threads - PROBE_THREADS))
@@ -207,12 +212,14 @@ class TorchServeClient:
                 # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
                 # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
                 data=json.dumps({"texts": texts}, ensure_ascii=False).encode("utf-8"),
-                # Wall-clock time, since it must mean the same in the worker's process (on another
-                # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
+                # Wall-clock time, since it must mean the same in the worker's process; the budget
+                # (the same moment, relative) lets the handler correct a skew between the clocks.
                 headers={
                     "Content-Type": "application/json",
                     "X-Request-ID": request_id,
                     DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                    BUDGET_HEADER: f"{read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                    SENDER_HEADER: self._sender,
                     DEFERRALS_HEADER: str(deferrals),
                 },
                 timeout=(self._connect_timeout, read_timeout_s),

@@ -22,12 +22,15 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
 from sentiment_requests import (
+    BUDGET_HEADER,
     DEADLINE_HEADER,
     DEFERRALS_HEADER,
     PAD_MULTIPLE,
+    SENDER_HEADER,
     SPLIT_POINTS,
     SPLIT_POINTS_CJK,
     Batch,
+    ClockOffsets,
     InvalidRequestError,
     ParsedRequest,
     admission,
@@ -103,6 +106,7 @@ class SentimentHandler(BaseHandler):
         # A single text always fits in a request (0: no limit).
         self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
         self.batch_budget_tokens = options.batch_budget_tokens
+        self.clock_offsets = ClockOffsets()
         self.seconds_per_token = 0.0  # unknown until a batch was timed
         self.split_points = split_points(self.tokenizer)
         logger.info(
@@ -200,13 +204,14 @@ class SentimentHandler(BaseHandler):
     def admitted(self, requests, costs):
         """Return the requests, those not to run replaced by their answer (over the limit, too late, no room)."""
         header = self.context.get_request_header
-        deadlines = [deadline_of(header(index, DEADLINE_HEADER)) for index in range(len(requests))]
+        now = time.time()
+        deadlines = [self.deadline(index, now) for index in range(len(requests))]
         deferrals = [deferrals_of(header(index, DEFERRALS_HEADER)) for index in range(len(requests))]
         decisions = admission(
             costs,
             deadlines,
             deferrals,
-            time.time(),
+            now,
             self.max_request_tokens,
             self.max_length,
             budget=self.batch_budget_tokens,
@@ -215,6 +220,18 @@ class SentimentHandler(BaseHandler):
         return [
             request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
         ]
+
+    def deadline(self, index, now):
+        """Return request `index`'s deadline on this worker's clock (the sender's, corrected by its offset)."""
+        header = self.context.get_request_header
+        deadline = deadline_of(header(index, DEADLINE_HEADER))
+        sender = header(index, SENDER_HEADER) or "-"
+        offset = self.clock_offsets.offset_s(sender, deadline, deadline_of(header(index, BUDGET_HEADER)), now)
+        if offset:
+            logger.warning(
+                "The clock of %s is %.1f s behind this worker's; its deadlines are corrected", sender, offset
+            )
+        return deadline if deadline is None else deadline + offset
 
     def passes(self, texts, lengths):
         """Return the forward passes over `texts` as (text indices, tokenized inputs), similar lengths together."""

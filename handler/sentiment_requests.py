@@ -8,6 +8,7 @@ request is lives here where unit tests can reach it without a model.
 import json
 import math
 import re
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 # The header the facade sets on each request: the Unix time (seconds, a decimal) after which it
@@ -18,6 +19,10 @@ DEADLINE_HEADER = "X-Request-Deadline"
 # answered `busy` (and sent again). Its presence says the caller sends a `busy` job again at once;
 # a request without it (a direct client of TorchServe) is never answered `busy`.
 DEFERRALS_HEADER = "X-Job-Deferrals"
+# Sent with the deadline: the seconds the facade had left when it sent the job, and which facade it
+# is. Together they let the worker measure each facade's clock against its own (ClockOffsets).
+BUDGET_HEADER = "X-Request-Budget"
+SENDER_HEADER = "X-Facade-ID"
 
 
 class InvalidRequestError(ValueError):
@@ -129,6 +134,38 @@ def deadline_of(value):
     except (TypeError, ValueError):
         return None
     return deadline if math.isfinite(deadline) else None
+
+
+# Offsets within this are NTP's business (they only shift a deadline by that much).
+CLOCK_TOLERANCE_S = 1.0
+CLOCK_SAMPLES = 64
+CLOCK_SENDERS = 64
+
+
+class ClockOffsets:
+    """Per sender, how far its clock is behind the worker's, learned from the jobs it sent.
+
+    A job sent at the sender's time T = deadline - budget is taken at the worker's time now, so
+    now - T = its wait in TorchServe's queue (>= 0) + the offset. The smallest over a sender's
+    recent jobs is its offset plus the shortest wait, which is about 0 whenever a job found the
+    worker free. A deadline is corrected by that estimate once it exceeds the tolerance; the
+    error it leaves is a wait, so a corrected deadline is never earlier than the true one.
+    """
+
+    def __init__(self):
+        self._samples = OrderedDict()
+
+    def offset_s(self, sender, deadline, budget, now):
+        """Record one job's sample; return the sender's offset estimate (0.0 within the tolerance or unknown)."""
+        if deadline is None or budget is None:
+            return 0.0
+        samples = self._samples.pop(sender, None) or deque(maxlen=CLOCK_SAMPLES)
+        self._samples[sender] = samples  # most recently heard from last; the oldest sender goes first
+        while len(self._samples) > CLOCK_SENDERS:
+            self._samples.popitem(last=False)
+        samples.append(now - (deadline - budget))
+        offset = min(samples)
+        return offset if abs(offset) > CLOCK_TOLERANCE_S else 0.0
 
 
 def deferrals_of(value):

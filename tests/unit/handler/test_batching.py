@@ -3,6 +3,7 @@
 import pytest
 
 from sentiment_requests import (
+    ClockOffsets,
     admission,
     deadline_of,
     deferrals_of,
@@ -145,3 +146,17 @@ def test_a_prefix_cut_at_a_split_point_gives_the_ids_of_the_whole_text_truncated
         assert bert_tokenizer([prefix], truncation=True, max_length=limit)["input_ids"] == whole
     if count([text])[0] > 4 * (max_length + 1) * 2:
         assert len(prefix) < len(text)  # the point: a long text is not tokenized whole
+
+
+def test_a_sender_whose_clock_is_behind_gets_its_deadlines_corrected_and_one_in_sync_does_not():
+    offsets = ClockOffsets()
+    # Facade "behind" runs 30 s behind the worker; its jobs wait 0 to 2 s in the queue.
+    for wait in (2.0, 0.0, 1.0):
+        sent = 1000.0
+        offset = offsets.offset_s("behind", sent + 14.5, 14.5, now=sent + 30 + wait)
+    assert offset == pytest.approx(30.0)
+    # In sync (a job that waited 0.4 s): left alone, and another sender's skew does not leak into it.
+    assert offsets.offset_s("in-sync", 1014.5, 14.5, now=1000.4) == 0.0
+    # Ahead by 20 s: its deadlines would let jobs run 20 s after it stopped waiting.
+    assert offsets.offset_s("ahead", 1014.5, 14.5, now=980.0) == pytest.approx(-20.0)
+    assert offsets.offset_s("none", None, 14.5, now=0.0) == 0.0

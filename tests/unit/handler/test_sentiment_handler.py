@@ -352,3 +352,13 @@ def test_a_text_is_tokenized_only_as_far_as_the_model_reads_with_the_same_ids(ti
     )
     # Never more than twice the characters of the prefix it needed (or the first try's).
     assert sum(len(piece) for piece in seen) <= max(2 * len(prefix), 4 * 4 * plus_one)
+
+
+def test_a_facade_clock_20_s_behind_does_not_make_its_requests_look_late(limited_handler, tiny_model_dir):
+    # The facade stamped the job "14.5 s left" at what its clock called 20 s ago.
+    now = time.time()
+    headers = {0: {"X-Request-Deadline": str(now - 20 + 14.5 - 20), "X-Request-Budget": "14.5", "X-Facade-ID": "f1"}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = limited_handler.handle([{"body": {"text": SHORT}}], context)
+    assert context.statuses == {}
+    assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
