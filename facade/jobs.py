@@ -10,6 +10,12 @@ since it is cut on an upper bound of its texts' tokens (facade/tokens.py).
 
 from facade.tokens import tokens_at_most
 
+# Tokens per job at most (upper bound), and so about what one TorchServe batch costs (the handler's
+# batch_budget_tokens is the same): a light request waits for a few jobs of other clients, so the
+# smaller a job the sooner it is served, while every job costs a round trip and a batch's fixed
+# cost. Half the handler's limit per TorchServe request; figures in docs/overload.md.
+JOB_TOKENS = 1024
+
 
 def job_slices(texts: list[str], job_tokens: int, max_text_tokens: int) -> list[slice]:
     """Return consecutive slices of `texts` whose upper-bound tokens stay within job_tokens (one text always fits)."""

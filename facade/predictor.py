@@ -19,7 +19,7 @@ from facade.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from facade.jobs import job_slices
+from facade.jobs import JOB_TOKENS, job_slices
 from facade.settings import Settings
 from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
 
@@ -108,7 +108,8 @@ class TorchServeClient:
 
     def _classify(self, texts: list[str], request_id: str) -> list[dict]:
         limit = self._max_request_tokens
-        job_tokens, text_tokens = self.token_limits.current()
+        handler_tokens, text_tokens = self.token_limits.current()
+        job_tokens = min(JOB_TOKENS, handler_tokens)
         at_least = [tokens_at_least(text, text_tokens) for text in texts]
         _refuse_over(sum(at_least), limit, text_tokens)
         jobs = job_slices(texts, job_tokens, text_tokens)
@@ -177,7 +178,8 @@ class TorchServeClient:
             return _results(response, len(texts), request_id), _tokens(response, texts)
 
     def _recut(self, texts: list[str], request_id: str, deadline: float) -> tuple[list[dict], int]:
-        job_tokens, text_tokens = self.token_limits.current()
+        handler_tokens, text_tokens = self.token_limits.current()
+        job_tokens = min(JOB_TOKENS, handler_tokens)
         results, counted = [], 0
         for job in job_slices(texts, job_tokens, text_tokens):
             job_results, tokens = self._job(texts[job], request_id, deadline, recut=False)

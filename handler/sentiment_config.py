@@ -40,7 +40,7 @@ class HandlerOptions:
     precision: str = "fp32"
     max_batch_tokens: int = 1024
     max_request_tokens: int = 2048
-    batch_budget_tokens: int = 2048
+    batch_budget_tokens: int = 1024
     warmup_seconds: int = 3
 
 

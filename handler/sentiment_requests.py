@@ -177,6 +177,10 @@ def deferrals_of(value):
     return None
 
 
+# A batch may go this fraction over its budget (1/8): room for light jobs next to a heavy one.
+BUDGET_SLACK = 8
+
+
 def admission(tokens, deadlines, deferrals, now, limit, max_text_tokens, budget=0, seconds_per_token=0.0):
     """Return, per request, None to run it or the error to answer at once instead.
 
@@ -184,13 +188,15 @@ def admission(tokens, deadlines, deferrals, now, limit, max_text_tokens, budget=
     Unix time its caller stops waiting (None: no deadline), `deferrals[i]` how often it was
     answered `busy` before (None: its caller does not send it again, so it always runs). A request
     over `limit` is refused (413); one whose deadline has passed is skipped, since nobody would
-    read its answer. The others are taken oldest first (most deferrals, then TorchServe's arrival
-    order) while the batch's total stays within `budget` (the first always): a batch then costs
-    at most about one budget, which bounds how long any request waits behind heavy ones, and a
-    deferred request gains rank each time, so none waits forever (FIFO with aging, never cheapest
-    first). The rest are answered 503 `busy` at once and sent again by the facade. budget 0: no
-    budget. With the worker's recent `seconds_per_token`, a request that could not finish before
-    its deadline even in a batch holding only it and the requests taken before it is skipped too.
+    read its answer. The others are taken by rank while the batch's total stays within `budget`
+    plus an eighth (the first always): most deferrals first (aging: a job gains rank each time it
+    is turned back, and the top-ranked job always runs, so none waits forever), then cheapest
+    (a light job rides along with a heavy one instead of waiting behind it), then TorchServe's
+    arrival order. A batch then costs at most about one budget, which bounds how long any job
+    waits behind heavy ones. The rest are answered 503 `busy` at once and sent again by the
+    facade. budget 0: no budget. With the worker's recent `seconds_per_token`, a request that
+    could not finish before its deadline even in a batch holding only it and the requests taken
+    before it is skipped too.
     """
     decisions = [None] * len(tokens)
     candidates = []
@@ -203,12 +209,12 @@ def admission(tokens, deadlines, deferrals, now, limit, max_text_tokens, budget=
             decisions[index] = deadline_passed_error()
         else:
             candidates.append(index)
-    total = 0
-    for index in sorted(candidates, key=lambda index: (-_rank(deferrals[index]), index)):
+    total, room = 0, budget + budget // BUDGET_SLACK
+    for index in sorted(candidates, key=lambda index: (-_rank(deferrals[index]), tokens[index], index)):
         finish = now + seconds_per_token * (total + tokens[index])
         if deadlines[index] is not None and deadlines[index] <= finish:
             decisions[index] = deadline_passed_error()
-        elif budget and total and total + tokens[index] > budget and deferrals[index] is not None:
+        elif budget and total and total + tokens[index] > room and deferrals[index] is not None:
             decisions[index] = over_budget_error()
         else:
             total += tokens[index]

@@ -372,23 +372,24 @@ def test_a_request_surely_over_the_limit_per_request_is_refused_before_any_job_r
 
 def test_a_request_is_stopped_once_its_counted_tokens_go_over_the_limit(torchserve, ts_client):
     # The handler counts far more than the lower bound saw (say, a script the bound cannot read).
-    # 16 texts of 252 tokens at most (and at least): 8 per job of 2,048.
-    counted = {"results": [{"label": "POSITIVE", "score": 0.9}] * 8, "tokens": 8000}
+    # 16 texts of 252 tokens at most (and at least): 4 per job of 1,024.
+    counted = {"results": [{"label": "POSITIVE", "score": 0.9}] * 4, "tokens": 8000}
     torchserve.answer("POST", "/predictions/sentiment", body=counted)
     with pytest.raises(TooManyTokensError, match="over the limit of 8192"):
         ts_client.classify(["w " * 250] * 16, "rid-3")
     assert len(torchserve.received) == 1
 
 
-def test_a_large_request_goes_as_jobs_within_the_handlers_limit_one_at_a_time_in_order(torchserve, ts_client):
+def test_a_large_request_goes_as_jobs_of_at_most_1024_tokens_one_at_a_time_in_order(torchserve, ts_client):
     def answer(count):
         return {"results": [{"label": "POSITIVE", "score": count / 100}] * count, "tokens": 100 * count}
 
-    # 64 texts of at most 66 tokens (64 characters that are not spaces, plus 2): 31 fit in 2,048.
-    torchserve.answer_in_turn("POST", "/predictions/sentiment", *[(200, answer(count)) for count in (31, 31, 2)])
+    # 64 texts of at most 66 tokens (64 characters that are not spaces, plus 2): 15 fit in a job of 1,024.
+    jobs = (15, 15, 15, 15, 4)
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", *[(200, answer(count)) for count in jobs])
     results = ts_client.classify(["a b c " * 21 + "x"] * 64, "rid-4")
-    assert [len(json.loads(body)["texts"]) for _, _, _, body in torchserve.received] == [31, 31, 2]
-    assert [result["score"] for result in results] == [0.31] * 62 + [0.02] * 2
+    assert [len(json.loads(body)["texts"]) for _, _, _, body in torchserve.received] == list(jobs)
+    assert [result["score"] for result in results] == [0.15] * 60 + [0.04] * 4
 
 
 def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, retrying_client):
@@ -408,7 +409,7 @@ def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(tor
 
 def test_a_request_that_cannot_end_in_time_stops_and_halves_the_heavy_requests_run_at_once(torchserve, ts_client):
     # Read timeout 0.3 s; jobs of 0.1 s each: after two, the other two would end past the deadline.
-    answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 8, "tokens": 2016}
+    answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 4, "tokens": 1008}
     torchserve.answer("POST", "/predictions/sentiment", body=answer, delay_s=0.1)
     limit = ts_client.heavy.limit
     with pytest.raises(UpstreamSaturatedError) as stopped:

@@ -57,18 +57,23 @@ def test_admission_refuses_requests_over_the_limit_and_skips_passed_deadlines():
     assert decisions[0].status == 413 and decisions[1].status == 503
 
 
-def test_admission_takes_jobs_in_arrival_order_within_the_budget_never_cheapest_first():
+def test_admission_takes_the_cheapest_of_the_same_rank_within_the_budget_and_its_eighth():
     decisions = admission(
         [400, 300, 10, 290, 5], [None] * 5, [0] * 5, now=0.0, limit=2048, max_text_tokens=512, budget=600
     )
-    # 400 first (it came first), then 10 and 5 fit; 300 and 290 would take the total past 600.
-    assert codes(decisions) == [None, "busy", None, "busy", None]
+    # 5 + 10 + 290 = 305; + 300 = 605 fits in 600 + 75; + 400 would not.
+    assert codes(decisions) == ["busy", None, None, None, None]
+
+
+def test_a_light_job_rides_along_with_a_heavy_one_instead_of_waiting_behind_it():
+    decisions = admission([2048, 6], [None] * 2, [1, 0], now=0.0, limit=2048, max_text_tokens=512, budget=2048)
+    assert codes(decisions) == [None, None]
 
 
 def test_a_deferred_job_outranks_newer_ones_so_a_large_job_is_never_starved():
     # A 2048-token job deferred once goes before a stream of light jobs that came before it this time.
     decisions = admission(
-        [10, 10, 2048, 10], [None] * 4, [0, 0, 1, 0], now=0.0, limit=2048, max_text_tokens=512, budget=600
+        [300, 300, 2048, 300], [None] * 4, [0, 0, 1, 0], now=0.0, limit=2048, max_text_tokens=512, budget=600
     )
     assert codes(decisions) == ["busy", "busy", None, "busy"]
 
