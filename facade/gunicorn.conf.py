@@ -38,6 +38,8 @@ backlog = 2048
 # Worker processes
 #
 #   gthread: the facade mostly waits on TorchServe, so threads, not processes, carry the load.
+#            Two threads of each worker never classify (facade/predictor.py PROBE_THREADS), so
+#            /healthz and /readyz never wait behind work: keep FACADE_THREADS at 3 or more.
 #   timeout: gthread workers heartbeat between requests, so this only catches a stuck worker;
 #            it stays above the longest TorchServe call (connect twice, then read).
 #   keepalive: nginx's upstream keepalive_timeout is 60 s; keeping idle connections longer here
