@@ -20,6 +20,20 @@ what must never starve.
 import math
 import threading
 
+# Gunicorn threads of each worker process that classification never takes, so that /healthz and
+# /readyz always find one free: gthread hands connections to its threads in arrival order, so a
+# probe would otherwise wait behind every request queued before it. Each process runs
+# FACADE_THREADS classifications at once and lets as many more wait for one of those slots;
+# Gunicorn gets 2 x FACADE_THREADS + PROBE_THREADS threads (facade/gunicorn.conf.py), and a request
+# beyond the waiting room gets 429 at once instead of a thread.
+PROBE_THREADS = 2
+
+
+def gunicorn_threads(classify_threads: int) -> int:
+    """Return the Gunicorn threads per worker for FACADE_THREADS: those that classify, as many waiting, the probes'."""
+    return 2 * classify_threads + PROBE_THREADS
+
+
 # Retry-After is at least this.
 MIN_RETRY_AFTER_S = 1
 # How much of each new duration the Retry-After estimate takes in (about the last five requests).

@@ -57,12 +57,8 @@ SATURATED = (
     "The service is saturated: this request could not be served before its deadline; "
     "retry after the number of seconds in the Retry-After header, or send fewer texts."
 )
-# Gunicorn threads of a worker process that classification never takes, so that /healthz and
-# /readyz always find one free: a probe never waits behind work (gthread takes no new connection
-# while every thread is busy). A request over the rest gets 429 at once instead of a thread.
-PROBE_THREADS = 2
 FULL = (
-    "This instance has as many requests in progress as it serves at once; "
+    "This instance has as many requests in progress and waiting as it takes; "
     "retry after the number of seconds in the Retry-After header."
 )
 TURNED_AWAY = (
@@ -87,8 +83,10 @@ class TorchServeClient:
         self._max_request_tokens = settings.max_request_tokens
         self._sender = settings.container_id
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
-        self.heavy = HeavyRequests(settings.threads - PROBE_THREADS, settings.read_timeout_s)
-        self._slots = threading.BoundedSemaphore(max(1, settings.threads - PROBE_THREADS))
+        self.heavy = HeavyRequests(settings.threads, settings.read_timeout_s)
+        # FACADE_THREADS classify at once and as many wait (facade/admission.py PROBE_THREADS).
+        self._slots = threading.BoundedSemaphore(settings.threads)
+        self._room = threading.BoundedSemaphore(2 * settings.threads)
         self._retry_after_s = settings.retry_after_s
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:
@@ -99,12 +97,17 @@ class TorchServeClient:
         refused before any job runs, and stopped as soon as the tokens the handler counted for its
         jobs so far, plus a lower bound of the rest, are over it.
         """
-        if not self._slots.acquire(blocking=False):
+        if not self._room.acquire(blocking=False):
             raise SaturatedError(FULL, max(1, self._retry_after_s))
         try:
-            return self._classify(texts, request_id)
+            if not self._slots.acquire(timeout=self._read_timeout):
+                raise UpstreamSaturatedError(SATURATED, max(1, self._retry_after_s))
+            try:
+                return self._classify(texts, request_id)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._room.release()
 
     def _classify(self, texts: list[str], request_id: str) -> list[dict]:
         limit = self._max_request_tokens

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from facade.admission import gunicorn_threads
 from facade.errors import (
     SaturatedError,
     TooManyTokensError,
@@ -453,16 +454,22 @@ def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
         ts_client.classify(["good"], "rid-odd")
 
 
-def test_classification_leaves_two_threads_free_for_probes_and_answers_429_beyond(torchserve):
-    # 3 Gunicorn threads: one classifies, two stay free for /healthz and /readyz.
-    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=2.0, threads=3))
+def test_one_classifies_per_thread_as_many_wait_and_beyond_that_429_keeps_threads_free_for_probes(torchserve):
+    # FACADE_THREADS 1: one classifies, one waits for it, a third is turned away at once.
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=2.0, threads=1))
     torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=0.5)
     with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(client.classify, ["good"], "rid-1")
-        time.sleep(0.2)
+        time.sleep(0.1)
+        waiting = pool.submit(client.classify, ["good"], "rid-2")
+        time.sleep(0.1)
         with pytest.raises(SaturatedError) as full:
-            client.classify(["good"], "rid-2")
-        assert first.result() == OK["results"]
+            client.classify(["good"], "rid-3")
+        assert first.result() == waiting.result() == OK["results"]
     assert full.value.status == 429 and full.value.retry_after_s >= 1
-    assert client.classify(["good"], "rid-3") == OK["results"]  # the slot is free again
+    assert client.classify(["good"], "rid-4") == OK["results"]  # room again
     client.close()
+
+
+def test_gunicorn_gets_threads_to_classify_to_wait_and_two_for_probes():
+    assert gunicorn_threads(16) == 34
