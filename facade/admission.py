@@ -23,15 +23,22 @@ import threading
 # Gunicorn threads of each worker process that classification never takes, so that /healthz and
 # /readyz always find one free: gthread hands connections to its threads in arrival order, so a
 # probe would otherwise wait behind every request queued before it. Each process runs
-# FACADE_THREADS classifications at once and lets as many more wait for one of those slots;
-# Gunicorn gets 2 x FACADE_THREADS + PROBE_THREADS threads (facade/gunicorn.conf.py), and a request
-# beyond the waiting room gets 429 at once instead of a thread.
+# FACADE_THREADS classifications at once and lets WAITING_PER_THREAD times as many more wait for
+# one of those slots (room for nginx spreading its connections unevenly: a 64-connection soak put
+# over 32 at once on one worker); Gunicorn gets threads for all of them plus PROBE_THREADS
+# (facade/gunicorn.conf.py), and a request beyond the waiting room gets 429 at once.
 PROBE_THREADS = 2
+WAITING_PER_THREAD = 3
+
+
+def room(classify_threads: int) -> int:
+    """Return how many classifications a worker process takes in, running or waiting."""
+    return (1 + WAITING_PER_THREAD) * classify_threads
 
 
 def gunicorn_threads(classify_threads: int) -> int:
-    """Return the Gunicorn threads per worker for FACADE_THREADS: those that classify, as many waiting, the probes'."""
-    return 2 * classify_threads + PROBE_THREADS
+    """Return the Gunicorn threads per worker for FACADE_THREADS: those that classify or wait, and the probes'."""
+    return room(classify_threads) + PROBE_THREADS
 
 
 # Retry-After is at least this.

@@ -39,8 +39,8 @@ backlog = 2048
 # Worker processes
 #
 #   gthread: the facade mostly waits on TorchServe, so threads, not processes, carry the load.
-#            FACADE_THREADS classify at once, as many more may wait for them, and two more never
-#            classify, so /healthz and /readyz never wait behind work (facade/admission.py).
+#            FACADE_THREADS classify at once, three times as many may wait for them, and two more
+#            never classify, so /healthz and /readyz never wait behind work (facade/admission.py).
 #   timeout: gthread workers heartbeat between requests, so this only catches a stuck worker;
 #            it stays above the longest TorchServe call (connect twice, then read).
 #   keepalive: nginx's upstream keepalive_timeout is 60 s; keeping idle connections longer here

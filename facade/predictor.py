@@ -10,7 +10,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from facade.admission import HeavyRequests, projected_overrun_s
+from facade.admission import HeavyRequests, projected_overrun_s, room
 from facade.errors import (
     SaturatedError,
     TooManyTokensError,
@@ -84,9 +84,9 @@ class TorchServeClient:
         self._sender = settings.container_id
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
         self.heavy = HeavyRequests(settings.threads, settings.read_timeout_s)
-        # FACADE_THREADS classify at once and as many wait (facade/admission.py PROBE_THREADS).
+        # FACADE_THREADS classify at once and more wait (facade/admission.py PROBE_THREADS).
         self._slots = threading.BoundedSemaphore(settings.threads)
-        self._room = threading.BoundedSemaphore(2 * settings.threads)
+        self._room = threading.BoundedSemaphore(room(settings.threads))
         self._retry_after_s = settings.retry_after_s
 
     def classify(self, texts: list[str], request_id: str) -> list[dict]:

@@ -454,22 +454,20 @@ def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
         ts_client.classify(["good"], "rid-odd")
 
 
-def test_one_classifies_per_thread_as_many_wait_and_beyond_that_429_keeps_threads_free_for_probes(torchserve):
-    # FACADE_THREADS 1: one classifies, one waits for it, a third is turned away at once.
-    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=2.0, threads=1))
-    torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=0.5)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        first = pool.submit(client.classify, ["good"], "rid-1")
-        time.sleep(0.1)
-        waiting = pool.submit(client.classify, ["good"], "rid-2")
-        time.sleep(0.1)
+def test_one_classifies_per_thread_three_wait_and_beyond_that_429_keeps_threads_free_for_probes(torchserve):
+    # FACADE_THREADS 1: one classifies, three wait for it, a fifth is turned away at once.
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=3.0, threads=1))
+    torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=0.3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        taken = [pool.submit(client.classify, ["good"], f"rid-{index}") for index in range(4)]
+        time.sleep(0.15)
         with pytest.raises(SaturatedError) as full:
-            client.classify(["good"], "rid-3")
-        assert first.result() == waiting.result() == OK["results"]
+            client.classify(["good"], "rid-5")
+        assert [future.result() for future in taken] == [OK["results"]] * 4
     assert full.value.status == 429 and full.value.retry_after_s >= 1
-    assert client.classify(["good"], "rid-4") == OK["results"]  # room again
+    assert client.classify(["good"], "rid-6") == OK["results"]  # room again
     client.close()
 
 
 def test_gunicorn_gets_threads_to_classify_to_wait_and_two_for_probes():
-    assert gunicorn_threads(16) == 34
+    assert gunicorn_threads(16) == 4 * 16 + 2

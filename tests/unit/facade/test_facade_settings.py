@@ -153,7 +153,7 @@ def test_gunicorn_config_takes_every_value_from_the_settings(monkeypatch):
     assert config["bind"] == "127.0.0.2:6001"
     assert (config["workers"], config["threads"], config["worker_class"]) == (
         3,
-        2 * 8 + 2,
+        4 * 8 + 2,
         "gthread",
     )  # classify, wait, probes
     assert config["timeout"] > 40
