@@ -89,6 +89,32 @@ class TextTooManyTokensError(ServiceError):
     status = 413
     code = "text_too_many_tokens"
 
+    def __init__(self, message: str, index: object = None):
+        super().__init__(message)
+        self.index = index if isinstance(index, int) and not isinstance(index, bool) else None
+
+    def at_offset(self, offset: int) -> "TextTooManyTokensError":
+        """Return the error of a text found in a job that starts at `offset` of the client's request.
+
+        The handler numbers the texts of the job it got; the client knows those of its request.
+        """
+        if self.index is None or not offset:
+            return self
+        index = self.index + offset
+        message = self.message.replace(f"Text {self.index} has", f"Text {index} has", 1)
+        return TextTooManyTokensError(message, index)
+
+
+class SaturatedError(ServiceError):
+    """New work turned away at once: the queue is longer than can be served before the deadline."""
+
+    status = 429
+    code = "saturated"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class UnsupportedMediaTypeError(ServiceError):
     status = 415
@@ -103,6 +129,16 @@ class UpstreamError(ServiceError):
 class UpstreamUnavailableError(ServiceError):
     status = 503
     code = "backend_unavailable"
+
+
+class UpstreamSaturatedError(UpstreamUnavailableError):
+    """A request stopped between its jobs: the rest could not be served before its deadline."""
+
+    code = "over_deadline"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamTimeoutError(ServiceError):
@@ -141,7 +177,10 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _service_error(exc: ServiceError):
-    return error_response(exc.status, exc.code, exc.message)
+    response, status = error_response(exc.status, exc.code, exc.message)
+    if getattr(exc, "retry_after_s", None) is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response, status
 
 
 def _http_error(exc: HTTPException):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 # Gunicorn loads this file by path, before it makes `chdir` importable: `python -m gunicorn` from
 # the repo root is what makes `import facade` work here.
+from facade.admission import gunicorn_threads
 from facade.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,8 @@ backlog = 2048
 # Worker processes
 #
 #   gthread: the facade mostly waits on TorchServe, so threads, not processes, carry the load.
+#            FACADE_THREADS classify at once, three times as many may wait for them, and two more
+#            never classify, so /healthz and /readyz never wait behind work (facade/admission.py).
 #   timeout: gthread workers heartbeat between requests, so this only catches a stuck worker;
 #            it stays above the longest TorchServe call (connect twice, then read).
 #   keepalive: nginx's upstream keepalive_timeout is 60 s; keeping idle connections longer here
@@ -51,7 +54,7 @@ backlog = 2048
 
 workers = settings.workers
 worker_class = "gthread"
-threads = settings.threads
+threads = gunicorn_threads(settings.threads)
 timeout = math.ceil(2 * settings.connect_timeout_s + settings.read_timeout_s) + 10
 graceful_timeout = settings.graceful_timeout_s
 keepalive = 75

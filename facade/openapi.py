@@ -15,11 +15,14 @@ DESCRIPTIONS = {
     "count and into how many requests to split it), or a text is over the model's token limit under truncation "
     '"error" (text_too_many_tokens: the message states its token count).',
     415: "The body is not JSON (nor, on POST /, the page's form).",
+    429: "saturated: the service is saturated and turns requests of more than one job away at once, before any "
+    "of their work is done (light requests are still served); retry after Retry-After s (docs/overload.md).",
     500: "An unexpected error, logged with the request ID.",
     502: "TorchServe gave an answer the facade did not expect.",
     503: "TorchServe is down, starting, has no READY worker or a full queue, or lost the worker running "
     "the request twice; or the model is busy with heavier requests, or the request waited in its queue until "
-    "the facade would no longer wait for it (answered at once, not run); retry after Retry-After s.",
+    "the facade would no longer wait for it (answered at once, not run); or (over_deadline) the request was "
+    "stopped between its jobs because the rest could not be served before its deadline; retry after Retry-After s.",
     504: "TorchServe did not answer within the read timeout.",
 }
 HTML = {"text/html": {"schema": {"type": "string"}}}
@@ -37,7 +40,7 @@ def openapi_spec(settings: Settings) -> dict:
     """Return the OpenAPI document describing every route, body, status and header of the facade."""
     classified = _response(200, "The sentiment of each text.", schemas.classify_result(settings), html=True)
     # The page's form gets the page back, with the error in words, instead of JSON.
-    errors = {status: _error(status, html=status != 415) for status in (400, 413, 415, 502, 503, 504)}
+    errors = {status: _error(status, html=status != 415) for status in (400, 413, 415, 429, 502, 503, 504)}
     classify = {
         **_operation("classify", "Classify one text, or a list of texts.", {200: classified, **errors}),
         "requestBody": {"required": True, "content": schemas.classify_request(settings)},
@@ -182,7 +185,7 @@ def _error(status: int, html: bool = False) -> dict:
 
 def _headers(status: int) -> dict:
     names = ["X-Container-ID", "X-Request-ID"]
-    names += ["Retry-After"] if status == 503 else ["Allow"] if status == 405 else []
+    names += ["Retry-After"] if status in (429, 503) else ["Allow"] if status == 405 else []
     names += ["X-Model-Version"] if status == 200 else []
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 

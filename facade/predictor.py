@@ -1,6 +1,8 @@
 """The client for TorchServe's inference API (predictions) and management API (readiness)."""
 
+import json
 import logging
+import threading
 import time
 from urllib.parse import quote
 
@@ -8,17 +10,21 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from facade.admission import HeavyRequests, projected_overrun_s, room
 from facade.errors import (
+    SaturatedError,
     TextTooManyTokensError,
     TooManyTokensError,
     UpstreamError,
+    UpstreamSaturatedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
 from facade.info import MODEL_VERSION_HEADER, described_model, note_served_version
+from facade.jobs import JOB_TOKENS, job_slices
 from facade.options import result_extras
 from facade.settings import Settings
-from facade.tokens import TokenLimits
+from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
 from facade.tracing import trace_headers
 
 log = logging.getLogger(__name__)
@@ -39,8 +45,31 @@ MIN_RETRY_S = 0.5
 DEADLINE_HEADER = "X-Request-Deadline"
 DEADLINE_MARGIN_S = 0.5
 # What the handler answers, with 503, for a request it did not run: its deadline passed while it
-# was queued, or the batch's token budget was spent on cheaper requests. Both pass on a retry.
+# was queued (passes on a retry), or the batch's token budget went to older jobs (`busy`: the job
+# is sent again at once, with its count of deferrals, which ranks it above newer jobs).
 NOT_SERVED_CODES = ("deadline_exceeded", "busy")
+DEFERRALS_HEADER = "X-Job-Deferrals"
+# With the deadline, the seconds left when the job was sent and who sent it: the handler measures
+# this facade's clock against its own from them and corrects for any skew (handler ClockOffsets).
+BUDGET_HEADER = "X-Request-Budget"
+SENDER_HEADER = "X-Facade-ID"
+# The shipped handler's limits per TorchServe request (handler/model-config.yaml's max_request_tokens,
+# and DistilBERT's 512 tokens per text): jobs are cut to them until a 413 states others.
+HANDLER_REQUEST_TOKENS = 2048
+HANDLER_TEXT_TOKENS = 512
+SATURATED = (
+    "The service is saturated: this request could not be served before its deadline; "
+    "retry after the number of seconds in the Retry-After header, or send fewer texts."
+)
+FULL = (
+    "This instance has as many requests in progress and waiting as it takes; "
+    "retry after the number of seconds in the Retry-After header."
+)
+TURNED_AWAY = (
+    "The service is saturated: it runs as many large requests as it can serve in time, and this one "
+    "was turned away before any of its work was done; retry after the number of seconds in the "
+    "Retry-After header, or send fewer texts per request (requests of a few texts are still served)."
+)
 
 
 class TorchServeClient:
@@ -55,36 +84,132 @@ class TorchServeClient:
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
         self._ready_timeout = (connect_s, settings.ready_timeout_s)
         self._session = pooled_session(settings.threads)
-        self.token_limits = TokenLimits()
+        self._max_request_tokens = settings.max_request_tokens
+        self._sender = settings.container_id
+        self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
+        self.heavy = HeavyRequests(settings.threads, settings.read_timeout_s)
+        # FACADE_THREADS classify at once and more wait (facade/admission.py PROBE_THREADS).
+        self._slots = threading.BoundedSemaphore(settings.threads)
+        self._room = threading.BoundedSemaphore(room(settings.threads))
+        self._retry_after_s = settings.retry_after_s
 
     def classify(self, texts: list[str], request_id: str, options: dict | None = None) -> list[dict]:
         """Return one {"label", "score"[, "truncated"]} dict per text, in input order.
 
-        The whole call, a retry included, takes at most the read timeout (plus connecting).
-        Texts surely over the handler's token limit are refused here, without asking TorchServe.
+        The texts go to TorchServe as jobs (facade/jobs.py), one at a time; the whole call takes at
+        most the read timeout (plus connecting). A request surely over the limit per request is
+        refused before any job runs, and stopped as soon as the tokens the handler counted for its
+        jobs so far, plus a lower bound of the rest, are over it.
         """
-        refusal = self.token_limits.refusal(texts)
-        if refusal is not None:
-            raise TooManyTokensError(refusal)
-        deadline = time.monotonic() + self._read_timeout
-        response = self._post(texts, request_id, self._read_timeout, options)
-        if _worker_lost(response):
-            # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
-            # If this request is what kills workers, a second death answers 503, not a third try.
-            left_s = deadline - time.monotonic()
-            log.warning(
-                "TorchServe lost the worker running request %s (%s); %s",
-                request_id,
-                response.status_code,
-                f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
-            )
-            if left_s >= MIN_RETRY_S:
-                response = self._post(texts, request_id, left_s, options)
-        if response.status_code != 200:
-            raise self._status_error(response, request_id)
-        results = _results(response, len(texts), request_id, options or {})
-        note_served_version(response.headers.get(MODEL_VERSION_HEADER))
+        if not self._room.acquire(blocking=False):
+            raise SaturatedError(FULL, max(1, self._retry_after_s))
+        try:
+            if not self._slots.acquire(timeout=self._read_timeout):
+                raise UpstreamSaturatedError(SATURATED, max(1, self._retry_after_s))
+            try:
+                return self._classify(texts, request_id, options or {})
+            finally:
+                self._slots.release()
+        finally:
+            self._room.release()
+
+    def _classify(self, texts: list[str], request_id: str, options: dict) -> list[dict]:
+        limit = self._max_request_tokens
+        handler_tokens, text_tokens = self.token_limits.current()
+        job_tokens = min(JOB_TOKENS, handler_tokens)
+        at_least = [tokens_at_least(text, text_tokens) for text in texts]
+        _refuse_over(sum(at_least), limit, text_tokens)
+        jobs = job_slices(texts, job_tokens, text_tokens)
+        if len(jobs) == 1:
+            return self._jobs(jobs, texts, at_least, request_id, options)
+        if not self.heavy.try_start():
+            raise SaturatedError(TURNED_AWAY, self.heavy.retry_after_s())
+        started, late = time.monotonic(), False
+        try:
+            return self._jobs(jobs, texts, at_least, request_id, options)
+        except (UpstreamSaturatedError, UpstreamTimeoutError):
+            late = True
+            raise
+        finally:
+            self.heavy.finish(not late, time.monotonic() - started)
+
+    def _jobs(
+        self, jobs: list[slice], texts: list[str], at_least: list[int], request_id: str, options: dict
+    ) -> list[dict]:
+        limit = self._max_request_tokens
+        text_tokens = self.token_limits.current()[1]
+        started = time.monotonic()
+        deadline = started + self._read_timeout
+        results, counted = [], 0
+        for done, job in enumerate(jobs):
+            _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
+            now = time.monotonic()
+            self._stop_if_late(projected_overrun_s(now - started, done, len(jobs) - done, deadline - now), request_id)
+            try:
+                job_results, tokens = self._job(texts[job], request_id, deadline, options)
+            except TextTooManyTokensError as exc:
+                raise exc.at_offset(job.start) from exc
+            results.extend(job_results)
+            counted += tokens
         return results
+
+    def _stop_if_late(self, overrun_s: float, request_id: str) -> None:
+        if overrun_s > 0:
+            log.info("Request %s would end %.1f s past its deadline: stopped", request_id, overrun_s)
+            raise UpstreamSaturatedError(SATURATED, self.heavy.retry_after_s())
+
+    def _job(
+        self, texts: list[str], request_id: str, deadline: float, options: dict, recut: bool = True
+    ) -> tuple[list[dict], int]:
+        """Return the results of one job and the tokens the handler counted for it."""
+        deferrals, retried = 0, False
+        while True:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                self._stop_if_late(1.0, request_id)
+            response = self._post(texts, request_id, left_s, options, deferrals)
+            if _worker_lost(response) and not retried:
+                # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
+                # If this request is what kills workers, a second death answers 503, not a third try.
+                left_s = deadline - time.monotonic()
+                log.warning(
+                    "TorchServe lost the worker running request %s (%s); %s",
+                    request_id,
+                    response.status_code,
+                    f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
+                )
+                retried = True
+                if left_s >= MIN_RETRY_S:
+                    continue
+            if response.status_code == 503 and _handler_error(response).get("code") == "busy":
+                deferrals += 1  # sent again at once: it now outranks the jobs that came after it
+                continue
+            if response.status_code == 413 and recut and len(texts) > 1 and self._learned_from(response):
+                # The archive's limits are smaller than the facade assumed: cut this job to them.
+                return self._recut(texts, request_id, deadline, options)
+            if response.status_code != 200:
+                raise self._status_error(response, request_id)
+            note_served_version(response.headers.get(MODEL_VERSION_HEADER))
+            return _results(response, len(texts), request_id, options), _tokens(response, texts)
+
+    def _recut(self, texts: list[str], request_id: str, deadline: float, options: dict) -> tuple[list[dict], int]:
+        handler_tokens, text_tokens = self.token_limits.current()
+        job_tokens = min(JOB_TOKENS, handler_tokens)
+        results, counted = [], 0
+        for job in job_slices(texts, job_tokens, text_tokens):
+            try:
+                job_results, tokens = self._job(texts[job], request_id, deadline, options, recut=False)
+            except TextTooManyTokensError as exc:
+                raise exc.at_offset(job.start) from exc
+            results.extend(job_results)
+            counted += tokens
+        return results, counted
+
+    def _learned_from(self, response: requests.Response) -> bool:
+        error = _handler_error(response)
+        return error.get("code") == "too_many_tokens" and self.token_limits.learn(
+            error.get("max_request_tokens"), error.get("max_text_tokens")
+        )
 
     def describe(self) -> dict:
         """Return what the handler says about the model (identity, labels, token limits), or raise 503."""
@@ -113,18 +238,24 @@ class TorchServeClient:
         self._session.close()
 
     def _post(
-        self, texts: list[str], request_id: str, read_timeout_s: float, options: dict | None = None
+        self, texts: list[str], request_id: str, read_timeout_s: float, options: dict | None = None, deferrals: int = 0
     ) -> requests.Response:
         try:
             return self._session.post(
                 self._predict_url,
-                json={"texts": texts, **(options or {})},
-                # Wall-clock time, since it must mean the same in the worker's process (on another
-                # host, their clocks must be kept in sync: NTP; skew eats into DEADLINE_MARGIN_S).
+                # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
+                # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
+                data=json.dumps({"texts": texts, **(options or {})}, ensure_ascii=False).encode("utf-8"),
+                # Wall-clock time, since it must mean the same in the worker's process; the budget
+                # (the same moment, relative) lets the handler correct a skew between the clocks.
                 headers={
-                    **trace_headers(),
+                    "Content-Type": "application/json",
                     "X-Request-ID": request_id,
                     DEADLINE_HEADER: f"{time.time() + read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                    BUDGET_HEADER: f"{read_timeout_s - DEADLINE_MARGIN_S:.3f}",
+                    SENDER_HEADER: self._sender,
+                    DEFERRALS_HEADER: str(deferrals),
+                    **trace_headers(),
                 },
                 timeout=(self._connect_timeout, read_timeout_s),
                 allow_redirects=False,
@@ -144,11 +275,25 @@ class TorchServeClient:
             self.token_limits.learn(error.get("max_request_tokens"), error.get("max_text_tokens"))
             return TooManyTokensError(_message(error, "The request has too many tokens; split it."))
         if response.status_code == 413 and error.get("code") == "text_too_many_tokens":
-            return TextTooManyTokensError(_message(error, "A text is over the model's token limit."))
+            return TextTooManyTokensError(
+                _message(error, "A text is over the model's token limit."), error.get("index")
+            )
         if response.status_code == 503 and error.get("code") in NOT_SERVED_CODES:
             log.info("TorchServe did not run request %s: %s", request_id, error["code"])
             return UpstreamUnavailableError(_message(error, UNAVAILABLE))
         return _status_error(response, request_id)
+
+
+def _refuse_over(tokens: int, limit: int, text_tokens: int) -> None:
+    if tokens > limit:
+        raise TooManyTokensError(too_many_tokens_message(tokens, limit, text_tokens, at_least=True))
+
+
+def _tokens(response: requests.Response, texts: list[str]) -> int:
+    # What the handler counted for the job; an older handler that does not say costs nothing here.
+    body = _json_or_none(response)
+    tokens = body.get("tokens") if isinstance(body, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0
 
 
 def _handler_error(response: requests.Response) -> dict:

@@ -31,6 +31,9 @@ class Settings:
     read_timeout_s: float = 15.0
     ready_timeout_s: float = 2.0
     max_texts: int = 64
+    # Tokens per request, as the handler counts them (docs/overload.md: what one request costs, and
+    # why the read timeout is enough for it on an idle 2-core CPU).
+    max_request_tokens: int = 8192
     max_text_chars: int = 10000
     max_body_bytes: int = 1048576
     retry_after_s: int = 1
@@ -72,7 +75,7 @@ class Settings:
         for name in ("connect_timeout_s", "read_timeout_s", "ready_timeout_s"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, name, self, "a number of seconds above 0")
-        for name in ("max_texts", "max_text_chars", "max_body_bytes", "workers", "threads"):
+        for name in ("max_texts", "max_text_chars", "max_body_bytes", "max_request_tokens", "workers", "threads"):
             _require(getattr(self, name) >= 1, name, self, "a whole number of at least 1")
         for name in ("retry_after_s", "graceful_timeout_s"):
             _require(getattr(self, name) >= 0, name, self, "a whole number of seconds, 0 or more")

@@ -25,6 +25,7 @@ OPTIONS = (
     "precision",
     "max_batch_tokens",
     "max_request_tokens",
+    "batch_budget_tokens",
     "warmup_seconds",
 )
 
@@ -39,6 +40,7 @@ class HandlerOptions:
     precision: str = "fp32"
     max_batch_tokens: int = 1024
     max_request_tokens: int = 2048
+    batch_budget_tokens: int = 1024
     warmup_seconds: int = 3
 
 
@@ -112,6 +114,8 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     warmup_seconds = positive_int("handler.warmup_seconds", option(section, "warmup_seconds"))
     # 0: no cost limit per request (and no token budget per batch).
     max_request_tokens = positive_int("handler.max_request_tokens", option(section, "max_request_tokens"))
+    # 0: batches are not shaped (every queued request TorchServe hands over runs).
+    batch_budget_tokens = positive_int("handler.batch_budget_tokens", option(section, "batch_budget_tokens"))
     return HandlerOptions(
         threads=threads,
         max_length=max_length,
@@ -120,4 +124,5 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
         max_batch_tokens=max_batch_tokens,
         warmup_seconds=warmup_seconds,
         max_request_tokens=max_request_tokens,
+        batch_budget_tokens=batch_budget_tokens,
     )

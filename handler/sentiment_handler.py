@@ -24,28 +24,42 @@ from ts.torch_handler.base_handler import BaseHandler
 from sentiment_config import handler_options
 from sentiment_info import MODEL_VERSION_HEADER, model_identity, trace_id_of
 from sentiment_requests import (
+    BUDGET_HEADER,
     DEADLINE_HEADER,
+    DEFERRALS_HEADER,
     PAD_MULTIPLE,
+    SENDER_HEADER,
+    SPLIT_POINTS,
+    SPLIT_POINTS_CJK,
     Batch,
+    ClockOffsets,
     InvalidRequestError,
     TextTooManyTokensError,
     admission,
     deadline_of,
+    deferrals_of,
     error_body,
     length_sorted_chunks,
     padding_efficiency,
     parse_request,
     response_body,
+    token_prefixes,
 )
 from sentiment_runtime import loaded_model, softmax, warm_up, warmup_shapes
 from sentiment_truncation import MAX_WINDOWS, averaged, cut, text_result
 
 logger = logging.getLogger(__name__)
 
-# The worker's speed, for deadlines: learned from batches of at least this many tokens (in smaller
-# ones the fixed cost per batch dominates), smoothed over about the last five.
+# The worker's speed, for deadlines, smoothed over about the last five batches. Every batch teaches
+# it, counted as at least this many tokens, so that a small batch (where the fixed cost per batch
+# dominates) does not read as slow per token: after one slow batch, the light traffic that follows
+# brings the estimate back by itself (it once locked in: only large batches taught it).
 SPEED_MIN_TOKENS = 256
 SPEED_WEIGHT = 0.2
+# Characters of each text tokenized first, per token wanted: enough for most prose at once
+# (English averages under 5 characters a token); a text short of tokens is tried again with twice
+# as many characters.
+CHARS_PER_TOKEN = 4
 
 # Declared in torchserve-metrics.yaml (TorchServe's prometheus mode drops undeclared metrics).
 BATCH_TEXTS_METRIC = "sentiment_batch_texts"
@@ -61,6 +75,15 @@ def decoded(data):
         except InvalidRequestError as error:
             requests.append(error)
     return requests
+
+
+def split_points(tokenizer):
+    """Return where texts may be cut for this tokenizer (sentiment_requests.SPLIT_POINTS), None: nowhere."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.pre_tokenizer).__name__ != "BertPreTokenizer":
+        return None  # the prefix rule is proven for BERT's pre-tokenizer only: other tokenizers see whole texts
+    normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+    return SPLIT_POINTS_CJK if normalizer.get("handle_chinese_chars") else SPLIT_POINTS
 
 
 def is_parsed(request):
@@ -85,7 +108,10 @@ class SentimentHandler(BaseHandler):
         self.max_batch_tokens = max(options.max_batch_tokens, self.max_length)
         # A single text always fits in a request (0: no limit).
         self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
+        self.batch_budget_tokens = options.batch_budget_tokens
+        self.clock_offsets = ClockOffsets()
         self.seconds_per_token = 0.0  # unknown until a batch was timed
+        self.split_points = split_points(self.tokenizer)
         logger.info(
             "Loaded %s, %s (runtime=%s, precision=%s, threads=%d, max_length=%d, max_batch_tokens=%d, "
             "max_request_tokens=%d)",
@@ -129,6 +155,17 @@ class SentimentHandler(BaseHandler):
         )
         return done
 
+    def prefixes(self, texts):
+        """Return each text's shortest prefix with the tokens the model sees, plus one (which tells a cut text)."""
+        if self.split_points is None:
+            return list(texts)
+        needed = self.max_length + 1
+        return token_prefixes(texts, needed, self.token_counts, CHARS_PER_TOKEN * needed, self.split_points)
+
+    def token_counts(self, texts):
+        """Return each text's token count, special tokens included, in one tokenizer call."""
+        return [len(ids) for ids in self.tokenizer(texts)["input_ids"]] if texts else []
+
     def token_lengths(self, groups):
         """Return each text's token count, grouped like `groups` (lists of texts), in one tokenizer call.
 
@@ -149,7 +186,7 @@ class SentimentHandler(BaseHandler):
 
     def preprocess(self, data):
         """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
-        requests = [self.cut_long_texts(request) if is_parsed(request) else request for request in decoded(data)]
+        requests = [self.cut(request) for request in decoded(data)]
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
         costs = [
@@ -167,6 +204,19 @@ class SentimentHandler(BaseHandler):
             batch.truncated = [count > self.max_length for count in counts]
             batch.chunks = self.passes(texts, [min(count, self.max_length) for count in counts])
         return batch
+
+    def cut(self, request):
+        """Return the request with the texts its truncation mode reads, or the error it gets.
+
+        "right" (the default) reads each text's start: only a prefix is tokenized (the model's
+        tokens, plus one), so a long text costs no more than the model reads. The other modes need
+        the whole text (its end, or every window of it).
+        """
+        if not is_parsed(request):
+            return request
+        if request.truncation == "right":
+            return dataclasses.replace(request, texts=self.prefixes(request.texts))
+        return self.cut_long_texts(request)
 
     def cut_long_texts(self, request):
         """Return the request with its texts replaced by the parts its truncation mode reads, or the error it gets.
@@ -201,15 +251,35 @@ class SentimentHandler(BaseHandler):
 
     def admitted(self, requests, costs):
         """Return the requests, those not to run replaced by their answer (over the limit, too late, no room)."""
-        deadlines = [
-            deadline_of(self.context.get_request_header(index, DEADLINE_HEADER)) for index in range(len(requests))
-        ]
+        header = self.context.get_request_header
+        now = time.time()
+        deadlines = [self.deadline(index, now) for index in range(len(requests))]
+        deferrals = [deferrals_of(header(index, DEFERRALS_HEADER)) for index in range(len(requests))]
         decisions = admission(
-            costs, deadlines, time.time(), self.max_request_tokens, self.max_length, self.seconds_per_token
+            costs,
+            deadlines,
+            deferrals,
+            now,
+            self.max_request_tokens,
+            self.max_length,
+            budget=self.batch_budget_tokens,
+            seconds_per_token=self.seconds_per_token,
         )
         return [
             request if decision is None else decision for request, decision in zip(requests, decisions, strict=True)
         ]
+
+    def deadline(self, index, now):
+        """Return request `index`'s deadline on this worker's clock (the sender's, corrected by its offset)."""
+        header = self.context.get_request_header
+        deadline = deadline_of(header(index, DEADLINE_HEADER))
+        sender = header(index, SENDER_HEADER) or "-"
+        offset = self.clock_offsets.offset_s(sender, deadline, deadline_of(header(index, BUDGET_HEADER)), now)
+        if offset:
+            logger.warning(
+                "The clock of %s is %.1f s behind this worker's; its deadlines are corrected", sender, offset
+            )
+        return deadline if deadline is None else deadline + offset
 
     def passes(self, texts, lengths):
         """Return the forward passes over `texts` as (text indices, tokenized inputs), similar lengths together."""
@@ -270,17 +340,18 @@ class SentimentHandler(BaseHandler):
                 responses.append(error_body(request))
                 self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
             else:
-                responses.append(
-                    response_body(request, self.request_results(request, [next(results) for _ in request.texts]))
-                )
+                body = response_body(request, self.request_results(request, [next(results) for _ in request.texts]))
+                if not request.single:
+                    body["tokens"] = batch.tokens[index]  # what the facade counts against its per-request limit
+                responses.append(body)
                 self.log_request(index, len(request.texts), batch.tokens[index], 200, "-", len(batch.requests))
         return responses
 
     def learn_speed(self, batch):
         """Update the worker's seconds per token from the batch just run (what deadlines are judged by)."""
         ran = sum(cost for cost, request in zip(batch.tokens, batch.requests, strict=True) if is_parsed(request))
-        if ran >= SPEED_MIN_TOKENS:
-            sample = (time.monotonic() - batch.started) / ran
+        if ran:
+            sample = (time.monotonic() - batch.started) / max(ran, SPEED_MIN_TOKENS)
             old = self.seconds_per_token
             self.seconds_per_token = sample if not old else (1 - SPEED_WEIGHT) * old + SPEED_WEIGHT * sample
 

@@ -7,6 +7,8 @@ request is lives here where unit tests can reach it without a model.
 
 import json
 import math
+import re
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from sentiment_truncation import DEFAULT_MODE, MODES
@@ -15,6 +17,14 @@ from sentiment_truncation import DEFAULT_MODE, MODES
 # no longer waits for the answer. Absolute, because only an absolute time survives TorchServe's
 # queue; it assumes the facade's and the worker's clocks agree (one host, or NTP across hosts).
 DEADLINE_HEADER = "X-Request-Deadline"
+# The facade splits a request into jobs and sets this on each: how many times the job was already
+# answered `busy` (and sent again). Its presence says the caller sends a `busy` job again at once;
+# a request without it (a direct client of TorchServe) is never answered `busy`.
+DEFERRALS_HEADER = "X-Job-Deferrals"
+# Sent with the deadline: the seconds the facade had left when it sent the job, and which facade it
+# is. Together they let the worker measure each facade's clock against its own (ClockOffsets).
+BUDGET_HEADER = "X-Request-Budget"
+SENDER_HEADER = "X-Facade-ID"
 
 
 class InvalidRequestError(ValueError):
@@ -74,10 +84,8 @@ def deadline_passed_error():
 
 
 def over_budget_error():
-    """Return the answer to a request that did not fit into the batch's token budget."""
-    return NotServedError(
-        "busy", "The model is busy with other requests; retry shortly, or send fewer or shorter texts."
-    )
+    """Return the answer to a job that did not fit into the batch's token budget (the facade sends it again)."""
+    return NotServedError("busy", "The batch's token budget went to older requests; send this one again now.")
 
 
 @dataclass(frozen=True)
@@ -152,17 +160,66 @@ def deadline_of(value):
     return deadline if math.isfinite(deadline) else None
 
 
-def admission(tokens, deadlines, now, limit, max_text_tokens, seconds_per_token=0.0):
+# Offsets within this are NTP's business (they only shift a deadline by that much).
+CLOCK_TOLERANCE_S = 1.0
+CLOCK_SAMPLES = 64
+CLOCK_SENDERS = 64
+
+
+class ClockOffsets:
+    """Per sender, how far its clock is behind the worker's, learned from the jobs it sent.
+
+    A job sent at the sender's time T = deadline - budget is taken at the worker's time now, so
+    now - T = its wait in TorchServe's queue (>= 0) + the offset. The smallest over a sender's
+    recent jobs is its offset plus the shortest wait, which is about 0 whenever a job found the
+    worker free. A deadline is corrected by that estimate once it exceeds the tolerance; the
+    error it leaves is a wait, so a corrected deadline is never earlier than the true one.
+    """
+
+    def __init__(self):
+        self._samples = OrderedDict()
+
+    def offset_s(self, sender, deadline, budget, now):
+        """Record one job's sample; return the sender's offset estimate (0.0 within the tolerance or unknown)."""
+        if deadline is None or budget is None:
+            return 0.0
+        samples = self._samples.pop(sender, None) or deque(maxlen=CLOCK_SAMPLES)
+        self._samples[sender] = samples  # most recently heard from last; the oldest sender goes first
+        while len(self._samples) > CLOCK_SENDERS:
+            self._samples.popitem(last=False)
+        samples.append(now - (deadline - budget))
+        offset = min(samples)
+        return offset if abs(offset) > CLOCK_TOLERANCE_S else 0.0
+
+
+def deferrals_of(value):
+    """Return the deferrals header as a whole number >= 0, or None when absent or unreadable."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("ascii", "replace")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+# A batch may go this fraction over its budget (1/8): room for light jobs next to a heavy one.
+BUDGET_SLACK = 8
+
+
+def admission(tokens, deadlines, deferrals, now, limit, max_text_tokens, budget=0, seconds_per_token=0.0):
     """Return, per request, None to run it or the error to answer at once instead.
 
     `tokens[i]` is request i's cost (None: not a valid request, left alone), `deadlines[i]` the
-    Unix time its caller stops waiting (None: no deadline). A request over `limit` is refused
-    (413); one whose deadline has passed is skipped, since nobody would read its answer. The
-    others are admitted cheapest first while the batch's total stays within `limit` (the first
-    always), and the rest are answered 503 at once: a batch then never costs much more than the
-    largest request allowed, which bounds how long any request waits behind heavy ones. limit 0:
-    no limit and no budget. With the worker's recent `seconds_per_token`, a request that could
-    not finish before its deadline even if its batch held only it and the cheaper ones admitted
+    Unix time its caller stops waiting (None: no deadline), `deferrals[i]` how often it was
+    answered `busy` before (None: its caller does not send it again, so it always runs). A request
+    over `limit` is refused (413); one whose deadline has passed is skipped, since nobody would
+    read its answer. The others are taken by rank while the batch's total stays within `budget`
+    plus an eighth (the first always): most deferrals first (aging: a job gains rank each time it
+    is turned back, and the top-ranked job always runs, so none waits forever), then cheapest
+    (a light job rides along with a heavy one instead of waiting behind it), then TorchServe's
+    arrival order. A batch then costs at most about one budget, which bounds how long any job
+    waits behind heavy ones. The rest are answered 503 `busy` at once and sent again by the
+    facade. budget 0: no budget. With the worker's recent `seconds_per_token`, a request that
+    could not finish before its deadline even in a batch holding only it and the requests taken
     before it is skipped too.
     """
     decisions = [None] * len(tokens)
@@ -176,16 +233,64 @@ def admission(tokens, deadlines, now, limit, max_text_tokens, seconds_per_token=
             decisions[index] = deadline_passed_error()
         else:
             candidates.append(index)
-    total = 0
-    for index in sorted(candidates, key=tokens.__getitem__):
+    total, room = 0, budget + budget // BUDGET_SLACK
+    for index in sorted(candidates, key=lambda index: (-_rank(deferrals[index]), tokens[index], index)):
         finish = now + seconds_per_token * (total + tokens[index])
         if deadlines[index] is not None and deadlines[index] <= finish:
             decisions[index] = deadline_passed_error()
-        elif limit and total and total + tokens[index] > limit:
+        elif budget and total and total + tokens[index] > room and deferrals[index] is not None:
             decisions[index] = over_budget_error()
         else:
             total += tokens[index]
     return decisions
+
+
+def _rank(deferrals):
+    # A request whose caller never sends it again runs now, so it goes first.
+    return math.inf if deferrals is None else deferrals
+
+
+# BERT's pre-tokenizer ends a word at every ASCII whitespace and ASCII punctuation character
+# (whatever its options), so the tokens of the text before one of them are the first tokens of
+# the whole text: a text can be cut there without changing them. With handle_chinese_chars (the
+# default) its normalizer puts spaces around each CJK ideograph too (BERT's _is_chinese_char).
+SPLIT_POINT = r" \t\n\r!-/:-@\[-`{-~"
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
+SPLIT_POINTS = re.compile(f"[{SPLIT_POINT}]")
+SPLIT_POINTS_CJK = re.compile(f"[{SPLIT_POINT}{CJK}]")
+
+
+def split_point(text, start, pattern=SPLIT_POINTS_CJK):
+    """Return the first index >= start where the text can be cut without changing the tokens before it."""
+    match = pattern.search(text, start)
+    return match.start() if match else len(text)
+
+
+def token_prefixes(texts, needed, count_tokens, first_chars, pattern=SPLIT_POINTS_CJK):
+    """Return, per text, the shortest tried prefix that has at least `needed` tokens (or the whole text).
+
+    The prefixes end at split points, so their tokens are the first tokens of their texts: cut to
+    any length up to `needed`, they give the same token ids as the whole text cut to that length,
+    and a count of `needed` says the text has at least that many. `count_tokens(list of texts)`
+    returns their token counts (special tokens included, no truncation). Each round doubles the
+    characters tried for the texts still short of `needed`, so the tokenizer never sees more than
+    about twice the characters it takes to reach `needed` tokens, or `first_chars`: a 10,000-
+    character text costs what its first few hundred tokens cost, not what all of it would.
+    """
+    prefixes = list(texts)
+    pending = list(range(len(texts)))
+    chars = [first_chars] * len(texts)
+    while pending:
+        ends = {index: split_point(texts[index], chars[index], pattern) for index in pending}
+        counts = count_tokens([texts[index][: ends[index]] for index in pending])
+        still_short = []
+        for index, count in zip(pending, counts, strict=True):
+            prefixes[index] = texts[index][: ends[index]]
+            if count < needed and ends[index] < len(texts[index]):
+                chars[index] = 2 * ends[index] + 1
+                still_short.append(index)
+        pending = still_short
+    return prefixes
 
 
 def padding_efficiency(lengths, chunks):

@@ -44,12 +44,12 @@ def test_classify_documents_each_error_status_with_its_codes(spec, status):
     assert error["additionalProperties"] is False
 
 
-def test_503_documents_retry_after_and_every_response_documents_the_id_headers(spec):
+def test_429_and_503_document_retry_after_and_every_response_documents_the_id_headers(spec):
     for operations in spec["paths"].values():
         for operation in operations.values():
             for status, response in operation["responses"].items():
                 assert {"X-Container-ID", "X-Request-ID"} <= set(response["headers"])
-                assert ("Retry-After" in response["headers"]) == (status == "503")
+                assert ("Retry-After" in response["headers"]) == (status in ("429", "503"))
 
 
 def test_error_table_has_a_distinct_code_for_each_failure():

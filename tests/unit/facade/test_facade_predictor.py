@@ -3,14 +3,18 @@
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from facade.admission import gunicorn_threads
 from facade.errors import (
+    SaturatedError,
     TextTooManyTokensError,
     TooManyTokensError,
     UpstreamError,
+    UpstreamSaturatedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
@@ -346,34 +350,105 @@ TOO_MANY = {
 }
 
 
-def test_the_handlers_413_becomes_too_many_tokens_and_later_requests_surely_over_are_refused_here(
-    torchserve, ts_client
-):
+def test_the_handlers_413_teaches_its_limits_and_the_job_is_cut_to_them(torchserve, ts_client):
+    one = {"results": [{"label": "POSITIVE", "score": 0.9}], "tokens": 452}
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (413, TOO_MANY), (200, one))
+    assert ts_client.classify(["word " * 450, "word " * 450], "rid-1") == one["results"] * 2
+    sent = [json.loads(body)["texts"] for _, _, _, body in torchserve.received]
+    assert [len(texts) for texts in sent] == [2, 1, 1]
+    assert ts_client.token_limits.current() == (600, 512)
+
+
+def test_a_job_the_handler_still_refuses_after_the_cut_is_413_with_its_message(torchserve, ts_client):
     torchserve.answer("POST", "/predictions/sentiment", status=413, body=TOO_MANY)
     with pytest.raises(TooManyTokensError) as refused:
         ts_client.classify(["word " * 450, "word " * 450], "rid-1")
     assert refused.value.message == TOO_MANY["error"]["message"]
+
+
+def test_a_request_surely_over_the_limit_per_request_is_refused_before_any_job_runs(torchserve, ts_client):
+    # 64 texts of at least 502 tokens each: over 8,192 whatever the tokenizer makes of them.
+    with pytest.raises(TooManyTokensError) as refused:
+        ts_client.classify(["word " * 500] * 64, "rid-2")
+    assert "at least 32128 tokens" in refused.value.message
+    assert "limit of 8192 tokens" in refused.value.message and "at least 4 requests" in refused.value.message
+    assert torchserve.received == []
+
+
+def test_a_request_is_stopped_once_its_counted_tokens_go_over_the_limit(torchserve, ts_client):
+    # The handler counts far more than the lower bound saw (say, a script the bound cannot read).
+    # 16 texts of 252 tokens at most (and at least): 4 per job of 1,024.
+    counted = {"results": [{"label": "POSITIVE", "score": 0.9}] * 4, "tokens": 8000}
+    torchserve.answer("POST", "/predictions/sentiment", body=counted)
+    with pytest.raises(TooManyTokensError, match="over the limit of 8192"):
+        ts_client.classify(["w " * 250] * 16, "rid-3")
     assert len(torchserve.received) == 1
 
-    # 3 texts of at least 300 tokens: over 600 whatever the tokenizer makes of them.
-    with pytest.raises(TooManyTokensError) as refused_here:
-        ts_client.classify(["word " * 298] * 3, "rid-2")
-    assert "at least 900 tokens" in refused_here.value.message
-    assert "at least 2 requests" in refused_here.value.message
-    assert len(torchserve.received) == 1
 
-    # A request whose lower bound is within the limit still goes to the handler, which decides.
-    torchserve.answer("POST", "/predictions/sentiment", body=OK)
-    assert ts_client.classify(["word " * 500], "rid-3") == OK["results"]
-    assert len(torchserve.received) == 2
+def test_a_large_request_goes_as_jobs_of_at_most_1024_tokens_one_at_a_time_in_order(torchserve, ts_client):
+    def answer(count):
+        return {"results": [{"label": "POSITIVE", "score": count / 100}] * count, "tokens": 100 * count}
+
+    # 64 texts of at most 66 tokens (64 characters that are not spaces, plus 2): 15 fit in a job of 1,024.
+    jobs = (15, 15, 15, 15, 4)
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", *[(200, answer(count)) for count in jobs])
+    results = ts_client.classify(["a b c " * 21 + "x"] * 64, "rid-4")
+    assert [len(json.loads(body)["texts"]) for _, _, _, body in torchserve.received] == list(jobs)
+    assert [result["score"] for result in results] == [0.15] * 60 + [0.04] * 4
 
 
-@pytest.mark.parametrize("code", ["deadline_exceeded", "busy"])
-def test_a_request_the_handler_did_not_run_is_unavailable_with_the_handlers_message(torchserve, ts_client, code):
-    body = {"error": {"code": code, "message": "The model is busy with other requests; retry shortly."}}
-    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
-    with pytest.raises(UpstreamUnavailableError, match="busy with other requests"):
+def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, retrying_client):
+    busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
+    torchserve.answer_in_turn("POST", "/predictions/sentiment", (503, busy), (503, busy), (200, OK))
+    assert retrying_client.classify(["good"], "rid-busy") == OK["results"]
+    assert [headers["X-Job-Deferrals"] for _, _, headers, _ in torchserve.received] == ["0", "1", "2"]
+
+
+def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(torchserve, ts_client):
+    busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=busy, delay_s=0.05)
+    with pytest.raises(UpstreamSaturatedError, match="saturated") as stopped:
         ts_client.classify(["good"], "rid-busy")
+    assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
+
+
+def test_a_request_that_cannot_end_in_time_stops_and_halves_the_heavy_requests_run_at_once(torchserve, ts_client):
+    # Read timeout 0.3 s; jobs of 0.1 s each: after two, the other two would end past the deadline.
+    answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 4, "tokens": 1008}
+    torchserve.answer("POST", "/predictions/sentiment", body=answer, delay_s=0.1)
+    limit = ts_client.heavy.limit
+    with pytest.raises(UpstreamSaturatedError) as stopped:
+        ts_client.classify(["w " * 250] * 32, "rid-heavy")
+    assert len(torchserve.received) < 4
+    assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
+    assert ts_client.heavy.limit == limit / 2 and ts_client.heavy.in_flight == 0
+
+
+def test_a_heavy_request_over_the_limit_gets_429_at_once_and_a_light_one_is_still_served(torchserve, ts_client):
+    ts_client.heavy.limit = 1.0
+    assert ts_client.heavy.try_start()  # one heavy request in progress
+    with pytest.raises(SaturatedError) as turned_away:
+        ts_client.classify(["w " * 250] * 16, "rid-next")
+    assert turned_away.value.status == 429 and turned_away.value.retry_after_s >= 1
+    assert torchserve.received == []  # nothing of it was sent
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    assert ts_client.classify(["good"], "rid-light") == OK["results"]
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_is_unavailable_with_the_handlers_message(torchserve, ts_client):
+    body = {"error": {"code": "deadline_exceeded", "message": "The request waited in the queue too long."}}
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=body)
+    with pytest.raises(UpstreamUnavailableError, match="waited in the queue"):
+        ts_client.classify(["good"], "rid-late")
+
+
+def test_text_is_forwarded_as_utf_8_without_escapes(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    text = "\U0001f389" * 1000
+    ts_client.classify([text], "rid-emoji")
+    body = torchserve.received[0][3]
+    assert len(body) < len(text.encode("utf-8")) + 100  # not 12 bytes of "\\ud83c\\udf89" per emoji
+    assert json.loads(body) == {"texts": [text]}
 
 
 def test_other_handler_errors_stay_backend_errors(torchserve, ts_client):
@@ -454,3 +529,22 @@ def test_describe_returns_the_handlers_own_description_with_the_archive_version(
 def test_describe_without_torchserve_is_503(torchserve, ts_client):
     with pytest.raises(UpstreamUnavailableError):
         ts_client.describe()
+
+
+def test_one_classifies_per_thread_three_wait_and_beyond_that_429_keeps_threads_free_for_probes(torchserve):
+    # FACADE_THREADS 1: one classifies, three wait for it, a fifth is turned away at once.
+    client = TorchServeClient(Settings(torchserve_url=torchserve.url, read_timeout_s=3.0, threads=1))
+    torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=0.3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        taken = [pool.submit(client.classify, ["good"], f"rid-{index}") for index in range(4)]
+        time.sleep(0.15)
+        with pytest.raises(SaturatedError) as full:
+            client.classify(["good"], "rid-5")
+        assert [future.result() for future in taken] == [OK["results"]] * 4
+    assert full.value.status == 429 and full.value.retry_after_s >= 1
+    assert client.classify(["good"], "rid-6") == OK["results"]  # room again
+    client.close()
+
+
+def test_gunicorn_gets_threads_to_classify_to_wait_and_two_for_probes():
+    assert gunicorn_threads(16) == 4 * 16 + 2

@@ -151,7 +151,11 @@ def test_gunicorn_config_takes_every_value_from_the_settings(monkeypatch):
     config = run_gunicorn_config()
 
     assert config["bind"] == "127.0.0.2:6001"
-    assert (config["workers"], config["threads"], config["worker_class"]) == (3, 8, "gthread")
+    assert (config["workers"], config["threads"], config["worker_class"]) == (
+        3,
+        4 * 8 + 2,
+        "gthread",
+    )  # classify, wait, probes
     assert config["timeout"] > 40
     assert (config["graceful_timeout"], config["loglevel"]) == (9, "warning")
     assert config["wsgi_app"] == "facade:create_app()"

@@ -221,7 +221,8 @@ def test_torch_bf16_mode_stays_close_to_the_pipeline(tiny_archive_dir, tiny_mode
 def limited_handler(tiny_archive_dir):
     """A handler whose requests may cost at most 600 tokens (the tiny model's texts are cut at 512)."""
     handler = SentimentHandler()
-    handler.initialize(FakeContext(tiny_archive_dir, {"minWorkers": 1, "handler": {"max_request_tokens": 600}}))
+    config = {"minWorkers": 1, "handler": {"max_request_tokens": 600, "batch_budget_tokens": 600}}
+    handler.initialize(FakeContext(tiny_archive_dir, config))
     return handler
 
 
@@ -263,18 +264,27 @@ def test_a_request_whose_deadline_has_passed_is_answered_503_without_running(lim
     assert responses[1]["label"] in {"NEGATIVE", "POSITIVE"}
 
 
-def test_a_batch_runs_the_cheapest_requests_within_the_budget_and_answers_the_rest_503(
+def test_a_batch_runs_the_oldest_jobs_within_the_budget_and_answers_the_rest_busy_to_send_again(
     limited_handler, tiny_model_dir, reference
 ):
-    context = FakeContext(tiny_model_dir)
-    # 500 + 300 + 12 tokens: the 12 and the 300 fit in 600, the 500 would not.
-    rows = [{"body": {"text": words(498)}}, {"body": {"text": words(298)}}, {"body": {"text": words(10)}}]
+    # 300 + 500 + 12 tokens: the 500-token job was deferred once, so it goes first; the 12 still fit
+    # in 600, the 300 would not. A job without the facade's header (a direct client) always runs.
+    headers = {0: {"X-Job-Deferrals": "0"}, 1: {"X-Job-Deferrals": "1"}, 2: {"X-Job-Deferrals": "0"}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    rows = [{"body": {"text": words(298)}}, {"body": {"text": words(498)}}, {"body": {"text": words(10)}}]
     responses = limited_handler.handle(rows, context)
     assert set(context.statuses) == {0}
     assert context.statuses[0][0] == 503
     assert responses[0]["error"]["code"] == "busy"
-    assert_matches_pipeline(responses[1], reference(words(298))[0])
+    assert_matches_pipeline(responses[1], reference(words(498))[0])
     assert_matches_pipeline(responses[2], reference(words(10))[0])
+    responses = limited_handler.handle(rows, FakeContext(tiny_model_dir))
+    assert all("label" in response for response in responses)
+
+
+def test_a_multi_text_answer_states_its_tokens_for_the_facades_count(limited_handler, tiny_model_dir):
+    responses = limited_handler.handle([{"body": {"texts": [words(10), words(3000)]}}], FakeContext(tiny_model_dir))
+    assert responses[0]["tokens"] == 12 + 512
 
 
 def test_unreadable_deadlines_are_ignored(limited_handler, tiny_model_dir):
@@ -299,25 +309,56 @@ def test_the_worker_learns_its_speed_and_skips_a_request_it_could_not_finish_in_
     assert context.statuses[0][0] == 503
 
 
-def test_each_batch_records_its_requests_and_texts_as_torchserve_histograms(handle, caplog):
-    with caplog.at_level("INFO", logger="ts.metrics.caching_metric"):
-        handle([{"body": {"texts": UNEVEN[:2]}}, {"body": {"text": SHORT}}, {"body": b"{"}])
-    lines = [record.getMessage() for record in caplog.records]
-    dimensions = "|#ModelName:sentiment,Level:Model|#type:HISTOGRAM|"
-    assert any(line.startswith(f"[METRICS]sentiment_batch_requests.Count:3{dimensions}") for line in lines)
-    assert any(line.startswith(f"[METRICS]sentiment_batch_texts.Count:3{dimensions}") for line in lines)
+def test_after_one_slow_batch_light_traffic_brings_the_speed_estimate_back(tiny_archive_dir, tiny_model_dir):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_archive_dir))
+    handler.handle([{"body": {"text": SHORT}}], FakeContext(tiny_model_dir))
+    normal = handler.seconds_per_token
+    handler.seconds_per_token = 1.0  # as after a batch stalled by a noisy neighbour: 300 tokens take 300 s
+    for _ in range(40):
+        handler.handle([{"body": {"text": SHORT}}], FakeContext(tiny_model_dir))
+    assert handler.seconds_per_token < 100 * normal
+    headers = {0: {"X-Request-Deadline": str(time.time() + 10)}}
+    responses = handler.handle([{"body": {"text": words(298)}}], FakeContext(tiny_model_dir, headers=headers))
+    assert "label" in responses[0]
 
 
-def test_a_worker_warms_up_on_the_largest_pass_first_and_logs_it(tiny_archive_dir, caplog):
-    with caplog.at_level("INFO", logger="sentiment_handler"):
-        handler = initialized(tiny_archive_dir, warmup_seconds=60, max_length=64, max_batch_tokens=256)
-    assert handler.warmed_shapes[0] == (4, 64)
-    assert {(1, 8), (32, 8), (1, 64)} <= set(handler.warmed_shapes)
-    assert any(record.getMessage().startswith("Warm-up: 16 of 16 pass shapes in ") for record in caplog.records)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "good " * 600,
+        "!" * 3000,
+        "很好看的电影" * 200,
+        "🎉 " * 700 + "ok",
+        "e\u0301" * 900 + " fine",
+        "a\u200b" * 1200,
+        ("word, " * 100 + "x" * 300 + " ") * 4,
+        "short text",
+    ],
+)
+def test_a_text_is_tokenized_only_as_far_as_the_model_reads_with_the_same_ids(tiny_archive_dir, text):
+    handler = SentimentHandler()
+    handler.initialize(FakeContext(tiny_archive_dir))
+    seen = []
+    count = handler.token_counts
+    handler.token_counts = lambda texts: seen.extend(texts) or count(texts)
+    (prefix,) = handler.prefixes([text])
+    whole = handler.tokenizer([text], truncation=True, max_length=handler.max_length)["input_ids"]
+    cut = handler.tokenizer([prefix], truncation=True, max_length=handler.max_length)["input_ids"]
+    assert cut == whole
+    plus_one = handler.max_length + 1
+    assert len(handler.tokenizer([prefix], truncation=True, max_length=plus_one)["input_ids"][0]) == min(
+        len(handler.tokenizer([text])["input_ids"][0]), plus_one
+    )
+    # Never more than twice the characters of the prefix it needed (or the first try's).
+    assert sum(len(piece) for piece in seen) <= max(2 * len(prefix), 4 * 4 * plus_one)
 
 
-def test_warmup_seconds_zero_turns_the_warm_up_off(tiny_archive_dir, caplog):
-    with caplog.at_level("INFO", logger="sentiment_handler"):
-        handler = initialized(tiny_archive_dir, warmup_seconds=0)
-    assert handler.warmed_shapes == []
-    assert "Warm-up off (handler.warmup_seconds: 0)" in [record.getMessage() for record in caplog.records]
+def test_a_facade_clock_20_s_behind_does_not_make_its_requests_look_late(limited_handler, tiny_model_dir):
+    # The facade stamped the job "14.5 s left" at what its clock called 20 s ago.
+    now = time.time()
+    headers = {0: {"X-Request-Deadline": str(now - 20 + 14.5 - 20), "X-Request-Budget": "14.5", "X-Facade-ID": "f1"}}
+    context = FakeContext(tiny_model_dir, headers=headers)
+    responses = limited_handler.handle([{"body": {"text": SHORT}}], context)
+    assert context.statuses == {}
+    assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
