@@ -6,8 +6,9 @@ Without --url it starts its own stack on free loopback ports (like the soak, ben
 --mar, else --model-dir (or MODEL_DIR), else the trained stand-in in ../shared, else a tiny
 random model. It then:
 
-1. measures, on the idle service, a one-sentence request and the largest request the limits
-   allow (handler/model-config.yaml's max_request_tokens, in texts at the model's token limit);
+1. measures, on the idle service, a one-sentence request and a heavy one: handler/model-config.yaml's
+   max_request_tokens (the most one TorchServe request may cost) in texts at the model's token
+   limit, which the facade runs as two of its jobs (docs/overload.md);
 2. runs --heavy-clients clients sending that largest request back to back, and one light client
    sending one-sentence requests back to back, for --duration seconds;
 3. stops the clients and measures how long until TorchServe's own CPU use drops below 0.2 cores
@@ -54,7 +55,7 @@ CLIENT_TIMEOUT_S = 60.0  # far above every server timeout: a hang shows as a slo
 
 
 def largest_request(model_config=PROJECT_DIR / "handler" / "model-config.yaml", text_tokens=MODEL_TEXT_TOKENS):
-    """Return the body of the largest request the handler's limits allow: texts at the token limit."""
+    """Return the body of the heavy request: the handler's limit per TorchServe request, in texts at the token limit."""
     options = handler_options(yaml.safe_load(model_config.read_text()), environ={}, cores=1)
     limit = max(options.max_request_tokens, text_tokens)
     # [CLS] + words + [SEP] per text; whole texts at the limit, then one text with what is left.
@@ -88,13 +89,13 @@ def idle_cost(url, body, count):
 def light_p99_bound_s(largest_s, light_s):
     """Return how long a light request may take at p99 while heavy clients flood the service.
 
-    A batch admits requests cheapest first within one largest request's worth of tokens, so a
-    light request waits for at most the batch the worker is running (no more than one largest
-    request: largest_s), then runs in the next batch, which holds it and at most that many
-    tokens more (largest_s again), plus its own round trip (light_s). Twice the largest request
-    is the design bound; the third one is room for what the flood itself costs (heavy requests
-    tokenized and refused, the facades, nginx and the clients on the same cores). Every term is
-    measured in the same run, so the bound scales with the CPU.
+    The facade sends a heavy request as jobs of at most 1,024 tokens, one at a time, and a batch
+    holds about one job's worth of tokens, so a light request waits for at most the batch the
+    worker is running (less than the heavy request: largest_s), then runs in the next batch,
+    next to at most one job (largest_s again), plus its own round trip (light_s). Twice the
+    heavy request is the design bound; the third one is room for what the flood itself costs
+    (the facades, nginx and the clients on the same cores). Every term is measured in the same
+    run, so the bound scales with the CPU.
     """
     return 3 * largest_s + 4 * light_s
 

@@ -548,3 +548,11 @@ def test_one_classifies_per_thread_three_wait_and_beyond_that_429_keeps_threads_
 
 def test_gunicorn_gets_threads_to_classify_to_wait_and_two_for_probes():
     assert gunicorn_threads(16) == 4 * 16 + 2
+
+
+def test_a_too_long_text_found_in_a_later_job_is_numbered_as_in_the_clients_request():
+    message = "Text 2 has 700 tokens, over the model's limit of 512 tokens per text"
+    error = TextTooManyTokensError(message, 2).at_offset(40)
+    assert error.index == 42
+    assert error.message == "Text 42 has 700 tokens, over the model's limit of 512 tokens per text"
+    assert TextTooManyTokensError(message, 2).at_offset(0).message == message
