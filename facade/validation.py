@@ -34,10 +34,17 @@ def json_object(body: bytes) -> dict:
     return _json_object(body)
 
 
-def checked_texts(value: object, where: str, settings: Settings) -> list[str]:
-    """Return value if it is a list of 1 to max_texts texts the model can classify; `where` names it."""
+def checked_texts(
+    value: object, where: str, settings: Settings, *, one_text_allowed: bool = True, items: str | None = None
+) -> list[str]:
+    """Return value if it is a list of 1 to max_texts texts the model can classify.
+
+    `where` names the field in the errors, `items` its items (default: `where`), and
+    `one_text_allowed` says whether the field also takes a single string instead of a list.
+    """
     if not isinstance(value, list):
-        raise InvalidTextTypeError(f"{where} must be a string or a list of strings, not {_json_type(value)}.")
+        expected = "a string or a list of strings" if one_text_allowed else "a list of strings"
+        raise InvalidTextTypeError(f"{where} must be {expected}, not {_json_type(value)}.")
     if not value:
         raise EmptyTextsError(f"{where} is an empty list; send 1 to {settings.max_texts} strings.")
     if len(value) > settings.max_texts:
@@ -45,7 +52,7 @@ def checked_texts(value: object, where: str, settings: Settings) -> list[str]:
             f"{where} has {len(value)} items, over the limit of {settings.max_texts}; "
             "split them across several requests."
         )
-    return [checked_text(item, f"{where}[{index}]", settings) for index, item in enumerate(value)]
+    return [checked_text(item, f"{items or where}[{index}]", settings) for index, item in enumerate(value)]
 
 
 def classify_payload(payload: dict, settings: Settings) -> tuple[list[str], bool, dict]:
@@ -60,7 +67,7 @@ def _texts_of(payload: dict, settings: Settings) -> tuple[list[str], bool]:
     if "text" in payload:
         return [checked_text(payload["text"], '"text"', settings)], True
     if "texts" in payload:
-        return _checked_texts(payload["texts"], settings), False
+        return checked_texts(payload["texts"], '"texts"', settings, one_text_allowed=False, items="texts"), False
     raise MissingTextError(f'The JSON object has neither "text" nor "texts"; send {EXAMPLE}.')
 
 
@@ -82,19 +89,6 @@ def checked_text(value: object, where: str, settings: Settings) -> str:
             f"{where} contains an unpaired surrogate (such as \\ud800), which is not text; send valid Unicode."
         ) from None
     return value
-
-
-def _checked_texts(value: object, settings: Settings) -> list[str]:
-    if not isinstance(value, list):
-        raise InvalidTextTypeError(f'"texts" must be a list of strings, not {_json_type(value)}.')
-    if not value:
-        raise EmptyTextsError(f'"texts" is an empty list; send 1 to {settings.max_texts} strings.')
-    if len(value) > settings.max_texts:
-        raise TooManyTextsError(
-            f'"texts" has {len(value)} items, over the limit of {settings.max_texts}; '
-            "split them across several requests."
-        )
-    return [checked_text(item, f"texts[{index}]", settings) for index, item in enumerate(value)]
 
 
 def _json_object(body: bytes) -> dict:
