@@ -1,7 +1,6 @@
 """The native launcher's checks before and while it starts the stack: no servers are started."""
 
 import socket
-import time
 
 import pytest
 
@@ -39,17 +38,33 @@ def test_a_taken_port_stops_up_with_the_setting_that_moves_it():
     )
 
 
-def test_waiting_says_what_it_waits_for_every_few_seconds(capsys):
-    ready_at = time.monotonic() + 1.2
-    wait_until(
-        lambda: time.monotonic() >= ready_at, timeout_s=10, what="the thing", log_path="x.log", progress_every_s=0.5
-    )
+class FakeClock:
+    """A clock for stack.processes that moves only when the code sleeps: the test's timing is exact."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr("stack.processes.time", fake)
+    return fake
+
+
+def test_waiting_says_what_it_waits_for_every_few_seconds(capsys, clock):
+    wait_until(lambda: clock.now >= 1.2, timeout_s=10, what="the thing", log_path="x.log", progress_every_s=0.5)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2
     assert all(line.startswith("waiting for the thing: ") and line.endswith("(log: x.log)") for line in lines)
 
 
-def test_waiting_is_silent_without_a_progress_interval(capsys):
-    ready_at = time.monotonic() + 0.6
-    wait_until(lambda: time.monotonic() >= ready_at, timeout_s=10, what="the thing", log_path="x.log")
+def test_waiting_is_silent_without_a_progress_interval(capsys, clock):
+    wait_until(lambda: clock.now >= 0.6, timeout_s=10, what="the thing", log_path="x.log")
     assert capsys.readouterr().err == ""
