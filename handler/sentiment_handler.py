@@ -25,6 +25,7 @@ from sentiment_config import handler_options
 from sentiment_info import MODEL_VERSION_HEADER, model_identity, trace_id_of
 from sentiment_requests import (
     BUDGET_HEADER,
+    CLOCK_SENDERS,
     DEADLINE_HEADER,
     DEFERRALS_HEADER,
     PAD_MULTIPLE,
@@ -110,6 +111,7 @@ class SentimentHandler(BaseHandler):
         self.max_request_tokens = options.max_request_tokens and max(options.max_request_tokens, self.max_length)
         self.batch_budget_tokens = options.batch_budget_tokens
         self.clock_offsets = ClockOffsets()
+        self.reported_offsets = {}
         self.seconds_per_token = 0.0  # unknown until a batch was timed
         self.split_points = split_points(self.tokenizer)
         logger.info(
@@ -219,12 +221,7 @@ class SentimentHandler(BaseHandler):
         return self.cut_long_texts(request)
 
     def cut_long_texts(self, request):
-        """Return the request with its texts replaced by the parts its truncation mode reads, or the error it gets.
-
-        "right" is what the tokenizer does by itself: those requests pass as they are.
-        """
-        if request.truncation == "right":
-            return request
+        """Return the request with its texts replaced by the parts its truncation mode reads, or the error it gets."""
         offsets = self.tokenizer(request.texts, add_special_tokens=False, return_offsets_mapping=True)
         budget = self.max_length - self.tokenizer.num_special_tokens_to_add()
         if request.truncation == "error":
@@ -275,9 +272,16 @@ class SentimentHandler(BaseHandler):
         deadline = deadline_of(header(index, DEADLINE_HEADER))
         sender = header(index, SENDER_HEADER) or "-"
         offset = self.clock_offsets.offset_s(sender, deadline, deadline_of(header(index, BUDGET_HEADER)), now)
-        if offset:
+        # Said once per sender and whole second of skew, not on every job it sends.
+        if offset and self.reported_offsets.get(sender) != round(offset):
+            if len(self.reported_offsets) >= CLOCK_SENDERS:  # senders come and go (restarted facades)
+                self.reported_offsets.clear()
+            self.reported_offsets[sender] = round(offset)
             logger.warning(
-                "The clock of %s is %.1f s behind this worker's; its deadlines are corrected", sender, offset
+                "The clock of %s is %.1f s %s this worker's; its deadlines are corrected",
+                sender,
+                abs(offset),
+                "behind" if offset > 0 else "ahead of",
             )
         return deadline if deadline is None else deadline + offset
 
@@ -392,9 +396,11 @@ class SentimentHandler(BaseHandler):
         owners = request.owners or tuple(range(len(rows)))
         weights = request.weights or (1,) * len(rows)
         dropped = request.dropped or (False,) * len(rows)
+        parts_of = [[] for _ in dropped]
+        for index, owner in enumerate(owners):
+            parts_of[owner].append(index)
         results = []
-        for text_index, text_dropped in enumerate(dropped):
-            parts = [index for index, owner in enumerate(owners) if owner == text_index]
+        for parts, text_dropped in zip(parts_of, dropped, strict=True):
             logits = np.stack([rows[index][0] for index in parts])
             part_weights = [weights[index] for index in parts]
             truncated = text_dropped or any(rows[index][1] for index in parts)
