@@ -142,7 +142,8 @@ class TorchServeClient:
         deadline = started + self._read_timeout
         results, counted = [], 0
         for done, job in enumerate(jobs):
-            _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
+            if done:  # before the first job, _classify has checked the same sum
+                _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
             now = time.monotonic()
             self._stop_if_late(projected_overrun_s(now - started, done, len(jobs) - done, deadline - now), request_id)
             try:
