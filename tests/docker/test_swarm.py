@@ -82,6 +82,18 @@ class SwarmStack:
                 seen.add(response.headers["X-Container-ID"])
         return seen
 
+    def logs_since(self, moment, services=("app", "torchserve")):
+        """Return the services' log lines since `moment` (a `docker service logs --since` value): for failures."""
+        logs = []
+        for service in services:
+            found = run(
+                ["docker", "service", "logs", "--timestamps", "--since", moment, f"{self.name}_{service}"],
+                check=False,
+                timeout=60,
+            )
+            logs.append(f"--- {service} ---\n{(found.stdout + found.stderr)[-6000:]}")
+        return "\n".join(logs)
+
     def wait_until(self, predicate, timeout_s, what):
         """Poll `predicate` every 0.5 s; fail with `what` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
@@ -109,6 +121,11 @@ def swarm(standin_model_dir, tmp_path_factory):
         stack.make("swarm-down", check=False)
         if state_before == "inactive" and swarm_state() != "inactive":
             run(["docker", "swarm", "leave", "--force"], check=False)
+
+
+def engine_now():
+    """Return the current time as `docker service logs --since` takes it (RFC 3339, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
 
 
 class Load:
@@ -190,6 +207,7 @@ def test_swarm_scale_app_3_shows_three_facades_through_nginx_within_30_requests(
 
 def test_scaling_facades_1_to_3_to_1_under_load_loses_no_request(swarm):
     swarm.make("swarm-scale", "APP=1", "WORKERS=1")
+    started = engine_now()
     with steady_load(swarm.url) as load:
         for replicas in (3, 1):
             swarm.make("swarm-scale", f"APP={replicas}")
@@ -197,12 +215,13 @@ def test_scaling_facades_1_to_3_to_1_under_load_loses_no_request(swarm):
             # nginx re-resolves every 2 s: the load meets the new set of replicas.
             keep_loading_past(load, time.monotonic() + 3)
 
-    assert load.failures == []
+    assert load.failures == [], swarm.logs_since(started)
 
 
 def test_a_rolling_restart_of_the_facades_under_load_loses_no_request(swarm):
     swarm.make("swarm-scale", "APP=2")
     before = set(swarm.containers("app"))
+    started = engine_now()
     with steady_load(swarm.url) as load:
         run(["docker", "service", "update", "--force", "--detach", f"{swarm.name}_app"])
         swarm.wait_until(
@@ -212,7 +231,7 @@ def test_a_rolling_restart_of_the_facades_under_load_loses_no_request(swarm):
         )
         keep_loading_past(load, time.monotonic() + 3)
 
-    assert load.failures == []
+    assert load.failures == [], swarm.logs_since(started)
 
 
 def test_a_killed_torchserve_container_is_replaced_and_serving_resumes_without_an_operator(swarm):
