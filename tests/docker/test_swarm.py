@@ -227,7 +227,7 @@ def healthy(container):
 
 
 def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_three_times(swarm, capsys):
-    figures = []
+    figures, ready = [], []
     with steady_load(swarm.url) as load:
         for _ in range(3):
             swarm.wait_until(
@@ -240,6 +240,7 @@ def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_th
             run(["docker", "kill", victim])
             # Past the facades' next DNS lookup (every 5 s), with answers from the survivor.
             keep_loading_past(load, killed + 6)
+            ready.append(requests.get(f"{swarm.url}/readyz", timeout=10).status_code)
             swarm.wait_until(lambda v=victim: v not in swarm.containers("torchserve"), 60, "the killed task gone")
             figures.append(
                 (len(load.answered) - sent_before, len(load.failures) - lost_before, max(load.took[sent_before:]))
@@ -252,6 +253,7 @@ def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_th
 
     assert load.failures == []
     assert len(figures) == 3
+    assert ready == [200, 200, 200]
 
 
 def test_swarm_down_leaves_nothing_of_the_stack(swarm):
