@@ -170,6 +170,8 @@ scale-workers: install ## Scale TorchServe workers for the model: make scale-wor
 # Decided once, when a recipe first needs it (after docker-engine may have installed Docker).
 COMPOSE ?= $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi))$(COMPOSE)
 SCALE ?= 2
+# TorchServe replicas in Compose (each a ~1-3 GB model server; the facades use them all).
+TORCHSERVE_SCALE ?= 1
 DOCKER_WAIT_S ?= 300
 # Base images: the Dockerfile's PYTHON_IMAGE and DEBIAN_IMAGE build arguments, which Compose passes
 # from the environment or .env (defaults: the official images, named in the Dockerfile). OFFLINE_BASES=1
@@ -227,8 +229,8 @@ docker-wheels: ## Put this machine's CPU torch wheel into wheels/ for offline im
 	fi
 
 .PHONY: docker-up
-docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, HTTP_PORT=8080, MODEL_DIR)
-	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
+docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, TORCHSERVE_SCALE=1, HTTP_PORT=8080, MODEL_DIR)
+	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) --scale torchserve=$(TORCHSERVE_SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
 	@nginx="$$($(COMPOSE) ps -q nginx)"; deadline=$$((SECONDS + $(DOCKER_WAIT_S))); \
 	until [ "$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' $$nginx 2>/dev/null)" = healthy ]; do \
 	    if [ $$SECONDS -ge $$deadline ]; then \
@@ -243,6 +245,12 @@ docker-up: docker-bases docker-wheels ## Build and start the stack detached, wai
 .PHONY: docker-down
 docker-down: ## Remove the stack's containers, networks and volumes (the model store and HF cache too)
 	$(DOCKER_ENV) $(COMPOSE) down -v --remove-orphans
+
+.PHONY: docker-scale-workers
+docker-scale-workers: ## Scale the workers of every TorchServe container of the Compose stack: make docker-scale-workers N=2
+	@for container in $$($(COMPOSE) ps -q torchserve); do \
+	    docker exec $$container python -m tools.scale_workers $(N) || exit 1; \
+	done
 
 .PHONY: test-docker
 test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)

@@ -44,6 +44,16 @@ BASE_IMAGES = {"sentiment-torchserve": BASES["PYTHON_IMAGE"], "sentiment-facade"
 IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
 NGINX_BASE = BASES["DEBIAN_IMAGE"]
 START_TIMEOUT_S = 300
+# Run inside a TorchServe container: one management API call, printing the status and the body.
+MANAGEMENT_CALL = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:8091" + sys.argv[2], method=sys.argv[1])
+try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        print(response.status); print(response.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code); print(error.read().decode())
+"""
 BUILD_TIMEOUT_S = 1500
 
 
@@ -87,7 +97,6 @@ class Stack:
 
     project: str
     http_port: int
-    management_port: int
     env: dict
     compose: list
     measurements: dict = field(default_factory=dict)
@@ -97,10 +106,13 @@ class Stack:
         """Return nginx's public URL."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    @property
-    def management_url(self):
-        """Return TorchServe's management API as published on the host."""
-        return f"http://127.0.0.1:{self.management_port}"
+    def management(self, method, path):
+        """Ask TorchServe's management API from inside its first container (no port of it is
+        published); return (status, body text)."""
+        container = self.container_ids("torchserve")[0]
+        result = run(["docker", "exec", container, "python", "-c", MANAGEMENT_CALL, method, path])
+        status, _, body = result.stdout.partition("\n")
+        return int(status), body
 
     def compose_run(self, *args, timeout=300, check=True):
         """Run a compose command for this project."""
@@ -182,18 +194,17 @@ def stack(standin_model_dir):
     run(["make", "--no-print-directory", "docker-wheels"], timeout=900)
 
     project = f"sentiment-test-{uuid.uuid4().hex[:8]}"
-    http_port, management_port = free_port(), free_port()
+    http_port = free_port()
     env = {
         **os.environ,
         "HTTP_PORT": str(http_port),
         "HTTP_BIND": "127.0.0.1",
-        "TORCHSERVE_MANAGEMENT_PORT": str(management_port),
         "MODEL_DIR": str(Path(standin_model_dir).resolve()),
         **BASES,
     }
     for name in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "DOCKER_HOST"):
         env.pop(name, None)
-    stack = Stack(project, http_port, management_port, env, compose_command())
+    stack = Stack(project, http_port, env, compose_command())
     try:
         start = time.monotonic()
         stack.compose_run("build", timeout=BUILD_TIMEOUT_S)

@@ -354,7 +354,19 @@ def test_every_compose_service_is_locked_down():
             assert ":" in mount and "size=" in mount.split(":", 1)[1], f"{name}: tmpfs {mount} has no size"
         for port in service.get("ports", []):
             assert port.startswith(("127.0.0.1:", "${HTTP_BIND:-127.0.0.1}:")), f"{name} publishes {port}"
-    assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
+    assert {name for name, service in services.items() if service.get("ports")} == {"nginx"}
+
+
+def test_compose_can_scale_torchserve_and_its_network_has_no_route_out():
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    torchserve = compose["services"]["torchserve"]
+
+    # `--scale torchserve=2` fails on a fixed container name or host port.
+    assert "container_name" not in torchserve and "ports" not in torchserve
+    assert torchserve["networks"] == ["backend"]
+    assert compose["networks"]["backend"] == {"internal": True}
+    # The model job may download from the hub: never on the internal network.
+    assert "backend" not in compose["services"]["model"]["networks"]
 
 
 def test_compose_passes_every_nginx_tunable_on_and_leaves_the_default_to_the_image():
