@@ -109,7 +109,7 @@ lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml
 	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python -m devtools.lock
 
 .PHONY: mar
-mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
+mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION; PRECISION=auto|fp32|int8|bf16)
 	$(BIN)/python -m tools.build_mar
 
 .PHONY: up

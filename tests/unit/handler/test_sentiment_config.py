@@ -94,3 +94,8 @@ def test_torch_runs_every_precision_and_onnx_runs_fp32_and_int8():
 def test_warm_up_budget_comes_from_the_yaml_with_a_default():
     assert handler_options({}, environ={}, cores=1).warmup_seconds == 3
     assert handler_options({"handler": {"warmup_seconds": 0}}, environ={}, cores=1).warmup_seconds == 0
+
+
+def test_precision_auto_in_an_archive_says_make_mar_chooses_it():
+    with pytest.raises(HandlerConfigError, match=r"handler.precision auto is chosen by `make mar`"):
+        handler_options({"handler": {"precision": "auto"}}, environ={}, cores=2)
