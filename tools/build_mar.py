@@ -219,6 +219,10 @@ def inputs_fingerprint(settings, files):
     digest.update(config_text.encode())
     gate_inputs = ()
     if serving_mode(yaml.safe_load(config_text))[1] == AUTO:
+        if not settings.agreement_sample.is_file():
+            raise BuildError(
+                f"AGREEMENT_SAMPLE={settings.agreement_sample} is not a file: give a UTF-8 file of texts, one a line"
+            )
         digest.update(f"max_flip_rate={settings.max_flip_rate}".encode())
         gate_inputs = (GATE_MODULE, settings.agreement_sample)
     for path in (HANDLER_FILE, *HANDLER_MODULES, EXPORT_MODULE, *gate_inputs, *files):

@@ -219,6 +219,12 @@ def test_auto_checks_a_sample_the_user_gives(boundary_model_dir, tmp_path):
     assert (info["precision_choice"]["sample"], info["precision_choice"]["sentences"]) == ("reviews.txt", 300)
 
 
+def test_a_missing_sample_is_refused_naming_the_variable(tiny_model_dir, tmp_path):
+    with pytest.raises(BuildError, match=r"AGREEMENT_SAMPLE=.*missing\.txt is not a file"):
+        build(settings_for(tiny_model_dir, tmp_path / "store", AGREEMENT_SAMPLE=str(tmp_path / "missing.txt")))
+    assert not (tmp_path / "store").exists()
+
+
 def test_a_changed_max_flip_rate_rebuilds(tiny_model_dir, tmp_path, capsys):
     build(settings_for(tiny_model_dir, tmp_path))
     capsys.readouterr()
