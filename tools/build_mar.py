@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,7 @@ def auto_choice(settings, model_dir, runtime, work_dir):
         target = export_onnx(model_dir, work_dir / ONNX_FILE, "fp32")
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         labels = AutoConfig.from_pretrained(model_dir, local_files_only=True).id2label
+        started = time.monotonic()
         decision = precision_gate.gated_int8(
             target,
             target,
@@ -301,6 +303,7 @@ def auto_choice(settings, model_dir, runtime, work_dir):
             settings.max_flip_rate,
             sample_label(settings.agreement_sample),
         )
+        print(f"int8 check took {time.monotonic() - started:.0f} s", flush=True)
     print(f"PRECISION=auto packs {decision['reason']}", flush=True)
     return decision
 

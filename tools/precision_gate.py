@@ -243,7 +243,8 @@ def gated_int8(fp32_model, target, tokenizer, sentences, labels, max_flip_rate=M
     tries = [((), tried(()))]
     print(f"int8 check on {len(sentences)} texts ({sample_name}): {report(tries[-1][1])}", flush=True)
     if tries[-1][1].flip_rate > max_flip_rate and layers:
-        ranking = most_sensitive(layer_errors(fp32_model, layers, tokenizer, sentences[::SENSITIVITY_STRIDE]))
+        some = slice(None, None, SENSITIVITY_STRIDE)
+        ranking = most_sensitive(layer_errors(fp32_model, layers, tokenizer, sentences[some], reference[some]))
         for count in range(1, len(ranking) + 1):
             kept = tuple(ranking[:count])
             tries.append((kept, tried(kept)))
@@ -259,11 +260,10 @@ def gated_int8(fp32_model, target, tokenizer, sentences, labels, max_flip_rate=M
     return decision
 
 
-def layer_errors(fp32_model, layers, tokenizer, sentences):
-    """Return {layer: sensitivity} with only that layer quantized, on `sentences`."""
+def layer_errors(fp32_model, layers, tokenizer, sentences, reference):
+    """Return {layer: sensitivity} with only that layer quantized, on `sentences` (fp32's logits: `reference`)."""
     from tools.onnx_export import quantized
 
-    reference = onnx_logits(fp32_model, tokenizer, sentences)
     alone = fp32_model.with_name("int8-one-layer.onnx")
     errors = {}
     try:
