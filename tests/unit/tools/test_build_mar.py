@@ -51,6 +51,7 @@ def test_archive_holds_handler_config_and_onnx_model_under_the_name_sentiment(ti
     # PRECISION=auto (the default) packs fp32: the tiny model gives every text one label.
     assert (info["runtime"], info["precision"]) == ("onnx", "fp32")
     assert info["precision_choice"]["precision"] == "fp32"
+    assert info["precision_choice"]["reason"].startswith("fp32: the model gives NEGATIVE to 100 % of the 1200 texts")
     assert manifest["model"]["modelName"] == "sentiment"
     assert manifest["model"]["handler"] == "sentiment_handler.py"
     assert manifest["model"]["configFile"] == "model-config.yaml"
