@@ -1,0 +1,176 @@
+"""`python -m tools.model_upgrade` on a whole native stack: a checked upgrade and a rollback under
+steady load through nginx, a refused candidate, and a management API that registers only the store's
+archives. The candidate that passes is the served model packed for the other runtime (another
+archive version, the same answers); the one that fails is the tiny random model.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from contextlib import contextmanager
+
+import pytest
+import requests
+
+from stack.models import SST2_DEV
+from stack.private import build_archive
+from tests.conftest import PROJECT_DIR
+from tests.integration.conftest import started_stack, stop_stack
+
+from sentiment_info import BUILD_INFO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STARTED = []
+CLIENTS = 4
+TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "It is worth it", "fine"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, standin_model_dir):
+    settings = started_stack(tmp_path_factory.mktemp("upgrade-stack"), standin_model_dir, STARTED)
+    yield settings
+    stop_stack(settings, STARTED)
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory, standin_model_dir, tiny_model_dir):
+    """Archives to upgrade to: {"same": the served model on the torch runtime, "random": the tiny model}."""
+    work = tmp_path_factory.mktemp("candidates")
+    return {
+        "same": build_archive(standin_model_dir, work / "same", RUNTIME="torch"),
+        "random": build_archive(tiny_model_dir, work / "random"),
+    }
+
+
+def version_of(archive):
+    return json.loads(zipfile.ZipFile(archive).read(BUILD_INFO))["archive_version"]
+
+
+def model_upgrade(stack, *arguments):
+    """Run the tool against the stack's TorchServe as an operator would; return the finished process."""
+    torchserve = stack.torchserve
+    command = [
+        *(sys.executable, "-m", "tools.model_upgrade"),
+        *("--management-url", torchserve.management_url, "--inference-url", torchserve.inference_url),
+        *("--store", str(torchserve.model_store), "--drain-s", "3", "--timeout", "120", *arguments),
+    ]
+    return subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=False)
+
+
+def registered_versions(stack):
+    response = requests.get(f"{stack.torchserve.management_url}/models/sentiment/all", timeout=10)
+    return sorted(description["modelVersion"] for description in response.json())
+
+
+class Load:
+    """What steady clients saw: failures, the versions that answered, and the slowest answer."""
+
+    def __init__(self):
+        self.sent, self.failures, self.versions, self.slowest_s = 0, [], set(), 0.0
+
+
+@contextmanager
+def steady_load(url):
+    """Keep CLIENTS clients POSTing four texts (jobs of one request each) through nginx."""
+    load, lock, stop = Load(), threading.Lock(), threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                start = time.monotonic()
+                try:
+                    response = session.post(url, json={"texts": TEXTS}, timeout=30)
+                    outcome = response.status_code, response.headers.get("X-Model-Version"), response.text[:200]
+                except requests.RequestException as exc:
+                    outcome = None, None, repr(exc)
+                with lock:
+                    load.sent += 1
+                    load.slowest_s = max(load.slowest_s, time.monotonic() - start)
+                    if outcome[0] == 200:
+                        load.versions.add(outcome[1])
+                    else:
+                        load.failures.append(outcome)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(40)
+
+
+def test_an_upgrade_then_a_rollback_under_load_lose_no_request(stack, candidates, capsys):
+    old, new = registered_versions(stack)[0], version_of(candidates["same"])
+    labelled = ["--labelled", str(SST2_DEV), "--sample", "100"] if SST2_DEV.is_file() else []
+
+    with steady_load(stack.url) as upgrade_load:
+        upgraded = model_upgrade(stack, "upgrade", "--archive", str(candidates["same"]), *labelled)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert registered_versions(stack) == [new]
+    assert version_of(stack.torchserve.model_store / "sentiment.mar") == new  # what a restart loads
+    after = requests.post(stack.url, json={"text": "fine"}, timeout=30)
+    assert after.headers["X-Model-Version"] == new
+
+    with steady_load(stack.url) as rollback_load:
+        rolled_back = model_upgrade(stack, "rollback")
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    assert registered_versions(stack) == [old]
+    assert version_of(stack.torchserve.model_store / "sentiment.mar") == old
+
+    with capsys.disabled():
+        for step, load in (("upgrade", upgrade_load), ("rollback", rollback_load)):
+            print(
+                f"\n  {step}: {load.sent} requests, {len(load.failures)} lost, slowest {load.slowest_s:.2f} s, "
+                f"versions {sorted(load.versions)}"
+            )
+        print(upgraded.stdout + rolled_back.stdout)
+    for load in (upgrade_load, rollback_load):
+        assert load.failures == []
+        assert load.sent >= CLIENTS
+        assert load.versions <= {old, new}
+
+
+def test_a_candidate_that_fails_the_check_is_removed_and_the_old_version_stays(stack, candidates):
+    before = registered_versions(stack)
+    default_archive = (stack.torchserve.model_store / "sentiment.mar").read_bytes()
+
+    refused = model_upgrade(stack, "upgrade", "--archive", str(candidates["random"]), "--min-agreement", "0.99")
+
+    assert refused.returncode == 1
+    assert "check failed" in refused.stderr and "--min-agreement 0.99" in refused.stderr
+    assert f"{before[0]} stays the default" in refused.stderr
+    assert registered_versions(stack) == before
+    assert (stack.torchserve.model_store / "sentiment.mar").read_bytes() == default_archive
+    assert not (stack.torchserve.model_store / f"sentiment-{version_of(candidates['random'])}.mar").exists()
+
+
+def test_a_candidate_that_is_not_ready_in_time_is_removed(stack, candidates):
+    before = registered_versions(stack)
+
+    timed_out = model_upgrade(stack, "upgrade", "--archive", str(candidates["random"]), "--timeout", "0")
+
+    assert timed_out.returncode == 1
+    assert "READY workers within" in timed_out.stderr or "ran out of time" in timed_out.stderr
+    assert registered_versions(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("file:///tmp/model-store/foreign.mar", "does not match any allowed URL"),
+        ("http://127.0.0.1:9/model-store/foreign.mar", "does not match any allowed URL"),
+        ("../model-store/sentiment.mar", "Relative path is not allowed"),
+        ("foreign.mar", "not found"),
+    ],
+)
+def test_the_management_api_registers_only_archives_already_in_the_store(stack, url, refusal):
+    response = requests.post(f"{stack.torchserve.management_url}/models", params={"url": url}, timeout=30)
+    assert response.status_code == 404, response.text
+    assert refusal.lower() in response.json()["message"].lower()
