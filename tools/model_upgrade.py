@@ -125,8 +125,8 @@ def common_default(defaults):
     versions = sorted(set(defaults.values()))
     if len(versions) != 1:
         raise UpgradeError(
-            f"the replicas serve different default versions {defaults}: run the upgrade or rollback "
-            "again to bring them to one version"
+            f"the replicas serve different default versions {defaults} (a switch was interrupted): make one "
+            "the default everywhere (PUT /models/<model>/<version>/set-default on each), then run this again"
         )
     return versions[0]
 

@@ -87,7 +87,6 @@ class Stack:
 
     project: str
     http_port: int
-    management_port: int
     env: dict
     compose: list
     measurements: dict = field(default_factory=dict)
@@ -97,10 +96,24 @@ class Stack:
         """Return nginx's public URL."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    @property
-    def management_url(self):
-        """Return TorchServe's management API as published on the host."""
-        return f"http://127.0.0.1:{self.management_port}"
+    def management(self, method, path, container=None):
+        """Return (status, JSON body) of a management API call made inside a TorchServe container.
+
+        The port is published nowhere; an operator reaches it the same way (docker exec).
+        """
+        container = container or self.container_ids("torchserve")[0]
+        probe = (
+            "import json, sys, urllib.error, urllib.request\n"
+            f"request = urllib.request.Request('http://127.0.0.1:8091{path}', method='{method}')\n"
+            "try:\n"
+            "    with urllib.request.urlopen(request, timeout=60) as response:\n"
+            "        status, body = response.status, response.read()\n"
+            "except urllib.error.HTTPError as error:\n"
+            "    status, body = error.code, error.read()\n"
+            "print(json.dumps([status, json.loads(body or b'null')]))\n"
+        )
+        status, body = json.loads(run(["docker", "exec", container, "python", "-c", probe], timeout=120).stdout)
+        return status, body
 
     def compose_run(self, *args, timeout=300, check=True):
         """Run a compose command for this project."""
@@ -182,18 +195,17 @@ def stack(standin_model_dir):
     run(["make", "--no-print-directory", "docker-wheels"], timeout=900)
 
     project = f"sentiment-test-{uuid.uuid4().hex[:8]}"
-    http_port, management_port = free_port(), free_port()
+    http_port = free_port()
     env = {
         **os.environ,
         "HTTP_PORT": str(http_port),
         "HTTP_BIND": "127.0.0.1",
-        "TORCHSERVE_MANAGEMENT_PORT": str(management_port),
         "MODEL_DIR": str(Path(standin_model_dir).resolve()),
         **BASES,
     }
     for name in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "DOCKER_HOST"):
         env.pop(name, None)
-    stack = Stack(project, http_port, management_port, env, compose_command())
+    stack = Stack(project, http_port, env, compose_command())
     try:
         start = time.monotonic()
         stack.compose_run("build", timeout=BUILD_TIMEOUT_S)

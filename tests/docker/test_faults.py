@@ -94,10 +94,10 @@ def first_success_after(outcomes, moment):
 
 
 def describe_workers(stack):
-    """Return [(pid, status)] of the model's TorchServe workers, from the published management port."""
-    response = requests.get(f"{stack.management_url}/models/sentiment", timeout=5)
-    response.raise_for_status()
-    return [(worker["pid"], worker["status"]) for worker in response.json()[0]["workers"]]
+    """Return [(pid, status)] of the model's TorchServe workers, from the management API in its container."""
+    status, body = stack.management("GET", "/models/sentiment")
+    assert status == 200, body
+    return [(worker["pid"], worker["status"]) for worker in body[0]["workers"]]
 
 
 def wait_until_serving(container, timeout_s=30):

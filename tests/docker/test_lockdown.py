@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -89,15 +90,12 @@ def test_every_container_runs_locked_down(stack):
             assert size < host["Memory"], f"{where}: tmpfs {path} ({options}) is not below the memory limit"
 
 
-def test_only_nginx_and_the_management_port_are_published_and_only_on_loopback(stack):
+def test_only_nginx_is_published_and_only_on_loopback(stack):
     published = {}
     for cid, service in project_containers(stack).items():
         for port, bindings in (stack.inspect(cid)["HostConfig"]["PortBindings"] or {}).items():
             published.setdefault((service, port), set()).update((b["HostIp"], b["HostPort"]) for b in bindings)
-    assert published == {
-        ("nginx", "8080/tcp"): {("127.0.0.1", str(stack.http_port))},
-        ("torchserve", "8091/tcp"): {("127.0.0.1", str(stack.management_port))},
-    }
+    assert published == {("nginx", "8080/tcp"): {("127.0.0.1", str(stack.http_port))}}
 
 
 @pytest.mark.parametrize("path", TORCHSERVE_PATHS)
@@ -108,22 +106,33 @@ def test_torchserve_routes_are_json_404_through_nginx(stack, path):
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_the_management_port_registers_no_model_and_no_code_from_outside_the_model_store(stack):
-    url = stack.management_url
-    # enable_model_api=false: registering and unregistering models is switched off.
-    for registration in ("sentiment.mar", "http://127.0.0.1:9/foreign.mar", "file:///tmp/foreign.mar"):
-        response = requests.post(f"{url}/models", params={"url": registration}, timeout=10)
-        assert response.status_code == 405, f"{registration}: {response.status_code} {response.text}"
-    assert requests.delete(f"{url}/models/sentiment", timeout=10).status_code == 405
-    # The workflow API has no such switch in 0.12; allowed_urls refuses archives from anywhere
-    # but the model store (a read-only volume here).
+@pytest.mark.parametrize(
+    ("registration", "refusal"),
+    [
+        ("http://127.0.0.1:9/foreign.mar", "does not match any allowed URL"),
+        ("file:///tmp/foreign.mar", "does not match any allowed URL"),
+        (f"file://{MODEL_STORE}/sentiment.mar", "does not match any allowed URL"),
+        ("../../../tmp/foreign.mar", "Relative path is not allowed"),
+        ("foreign.mar", "not found"),
+    ],
+)
+def test_the_management_api_registers_only_archives_already_in_the_read_only_store(stack, registration, refusal):
+    # Registering is on (enable_model_api, for tools.model_upgrade), but only by the file name of an
+    # archive in the store: allowed_urls matches no URL, so nothing is fetched or copied in.
+    status, body = stack.management("POST", f"/models?url={quote(registration, safe='')}")
+    assert status == 404, body
+    assert refusal.lower() in body["message"].lower()
+
+
+def test_the_workflow_api_loads_nothing_and_only_store_archives_are_registered(stack):
+    # The workflow API has no switch of its own in 0.12; allowed_urls refuses its archives too.
     for archive in ("http://127.0.0.1:9/foreign.war", "file:///tmp/foreign.war", "https://127.0.0.1:9/foreign.mar"):
-        response = requests.post(f"{url}/workflows", params={"url": archive}, timeout=10)
-        assert 400 <= response.status_code < 500, f"{archive}: {response.status_code} {response.text}"
-    assert requests.get(f"{url}/workflows", timeout=5).json() == {"workflows": []}
-    assert requests.get(f"{url}/models", timeout=5).json() == {
-        "models": [{"modelName": "sentiment", "modelUrl": "sentiment.mar"}]
-    }
+        status, body = stack.management("POST", f"/workflows?url={quote(archive, safe='')}")
+        assert 400 <= status < 500, f"{archive}: {status} {body}"
+    assert stack.management("GET", "/workflows") == (200, {"workflows": []})
+    status, body = stack.management("GET", "/models")
+    assert status == 200
+    assert all(re.fullmatch(r"sentiment(-[0-9a-f]{12})?\.mar", model["modelUrl"]) for model in body["models"]), body
 
 
 def test_torchserve_serves_the_archive_the_project_built_from_a_read_only_store(stack):

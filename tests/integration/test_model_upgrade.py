@@ -7,10 +7,7 @@ archive version, the same answers); the one that fails is the tiny random model.
 import json
 import subprocess
 import sys
-import threading
-import time
 import zipfile
-from contextlib import contextmanager
 
 import pytest
 import requests
@@ -19,14 +16,13 @@ from stack.models import SST2_DEV
 from stack.private import build_archive
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import started_stack, stop_stack
+from tests.load import steady_load
 
 from sentiment_info import BUILD_INFO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STARTED = []
-CLIENTS = 4
-TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "It is worth it", "fine"]
 
 
 @pytest.fixture(scope="module")
@@ -66,46 +62,6 @@ def registered_versions(stack):
     return sorted(description["modelVersion"] for description in response.json())
 
 
-class Load:
-    """What steady clients saw: failures, the versions that answered, and the slowest answer."""
-
-    def __init__(self):
-        self.sent, self.failures, self.versions, self.slowest_s = 0, [], set(), 0.0
-
-
-@contextmanager
-def steady_load(url):
-    """Keep CLIENTS clients POSTing four texts (jobs of one request each) through nginx."""
-    load, lock, stop = Load(), threading.Lock(), threading.Event()
-
-    def client():
-        with requests.Session() as session:
-            while not stop.is_set():
-                start = time.monotonic()
-                try:
-                    response = session.post(url, json={"texts": TEXTS}, timeout=30)
-                    outcome = response.status_code, response.headers.get("X-Model-Version"), response.text[:200]
-                except requests.RequestException as exc:
-                    outcome = None, None, repr(exc)
-                with lock:
-                    load.sent += 1
-                    load.slowest_s = max(load.slowest_s, time.monotonic() - start)
-                    if outcome[0] == 200:
-                        load.versions.add(outcome[1])
-                    else:
-                        load.failures.append(outcome)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield load
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(40)
-
-
 def test_an_upgrade_then_a_rollback_under_load_lose_no_request(stack, candidates, capsys):
     old, new = registered_versions(stack)[0], version_of(candidates["same"])
     labelled = ["--labelled", str(SST2_DEV), "--sample", "100"] if SST2_DEV.is_file() else []
@@ -126,14 +82,11 @@ def test_an_upgrade_then_a_rollback_under_load_lose_no_request(stack, candidates
 
     with capsys.disabled():
         for step, load in (("upgrade", upgrade_load), ("rollback", rollback_load)):
-            print(
-                f"\n  {step}: {load.sent} requests, {len(load.failures)} lost, slowest {load.slowest_s:.2f} s, "
-                f"versions {sorted(load.versions)}"
-            )
+            print(f"\n  {step}: {load.summary()}")
         print(upgraded.stdout + rolled_back.stdout)
     for load in (upgrade_load, rollback_load):
         assert load.failures == []
-        assert load.sent >= CLIENTS
+        assert load.sent >= 4
         assert load.versions <= {old, new}
 
 

@@ -354,7 +354,7 @@ def test_every_compose_service_is_locked_down():
             assert ":" in mount and "size=" in mount.split(":", 1)[1], f"{name}: tmpfs {mount} has no size"
         for port in service.get("ports", []):
             assert port.startswith(("127.0.0.1:", "${HTTP_BIND:-127.0.0.1}:")), f"{name} publishes {port}"
-    assert {name for name, service in services.items() if service.get("ports")} == {"torchserve", "nginx"}
+    assert {name for name, service in services.items() if service.get("ports")} == {"nginx"}
 
 
 def test_compose_passes_every_nginx_tunable_on_and_leaves_the_default_to_the_image():
