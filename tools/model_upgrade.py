@@ -171,9 +171,11 @@ def version_description(replica, model, version):
 
 
 def register(replica, archive_name, workers):
-    """Register the store's `archive_name` (a file name, never a URL) with `workers` workers."""
-    params = {"url": archive_name, "initial_workers": workers, "synchronous": "true"}
-    response = requests.post(f"{replica.management_url}/models", params=params, timeout=600)
+    """Register the store's `archive_name` (a file name, never a URL); its `workers` workers start in the background."""
+    # Asynchronous: a synchronous registration holds one of TorchServe's network threads until the
+    # workers are up, and every connection on that thread (inference too) waits as long.
+    params = {"url": archive_name, "initial_workers": workers, "synchronous": "false"}
+    response = requests.post(f"{replica.management_url}/models", params=params, timeout=120)
     _checked(response, f"POST {replica.management_url}/models?url={archive_name}")
 
 
@@ -187,6 +189,19 @@ def unregister(replica, model, version):
     """Unregister one version (TorchServe refuses the default one)."""
     url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}"
     _checked(requests.delete(url, timeout=120), f"DELETE {url}")
+
+
+def retire(replica, model, version, timeout_s=120.0):
+    """Stop the workers of a version in the background, wait until none is left, then unregister it."""
+    # An unregistration stops the workers itself, holding one of TorchServe's network threads (and
+    # every connection on it) meanwhile; with none left it returns at once.
+    url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}"
+    params = {"min_worker": 0, "max_worker": 0, "synchronous": "false"}
+    _checked(requests.put(url, params=params, timeout=30), f"PUT {url}")
+    deadline = time.monotonic() + timeout_s
+    while version_description(replica, model, version).get("workers") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    unregister(replica, model, version)
 
 
 def wait_ready(describe, workers, timeout_s, clock=time.monotonic, sleep=time.sleep):
@@ -340,7 +355,7 @@ def withdraw(plan, replicas_done):
     """Unregister the candidate wherever it was registered (it is not the default there)."""
     for replica in replicas_done:
         try:
-            unregister(replica, plan.store.model, plan.version)
+            retire(replica, plan.store.model, plan.version)
         except (UpgradeError, requests.RequestException) as exc:
             print(f"warning: {replica.management_url}: could not unregister {plan.version}: {exc}", file=sys.stderr)
 
@@ -380,7 +395,7 @@ def switch(plan):
     say(f"draining {current} for {plan.drain_s:.0f} s (--drain-s)")
     time.sleep(plan.drain_s)
     for replica in plan.replicas:
-        unregister(replica, model, current)
+        retire(replica, model, current)
     say(f"{current} unregistered; {plan.version} serves, {current} is kept for `rollback`")
     return 0
 
