@@ -184,6 +184,8 @@ model-rollback: install ## Switch the running stack back to the model the last u
 # Decided once, when a recipe first needs it (after docker-engine may have installed Docker).
 COMPOSE ?= $(eval COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo docker-compose; fi))$(COMPOSE)
 SCALE ?= 2
+# TorchServe replicas in Compose (each a ~1-3 GB model server; the facades use them all).
+TORCHSERVE_SCALE ?= 1
 DOCKER_WAIT_S ?= 300
 # Base images: the Dockerfile's PYTHON_IMAGE and DEBIAN_IMAGE build arguments, which Compose passes
 # from the environment or .env (defaults: the official images, named in the Dockerfile). OFFLINE_BASES=1
@@ -241,8 +243,8 @@ docker-wheels: ## Put this machine's CPU torch wheel into wheels/ for offline im
 	fi
 
 .PHONY: docker-up
-docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, HTTP_PORT=8080, MODEL_DIR)
-	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
+docker-up: docker-bases docker-wheels ## Build and start the stack detached, wait until healthy (SCALE=2, TORCHSERVE_SCALE=1, HTTP_PORT=8080, MODEL_DIR)
+	$(DOCKER_ENV) $(COMPOSE) up -d --build --scale app=$(SCALE) --scale torchserve=$(TORCHSERVE_SCALE) || { $(COMPOSE) ps; $(COMPOSE) logs --tail=40; exit 1; }
 	@nginx="$$($(COMPOSE) ps -q nginx)"; deadline=$$((SECONDS + $(DOCKER_WAIT_S))); \
 	until [ "$$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' $$nginx 2>/dev/null)" = healthy ]; do \
 	    if [ $$SECONDS -ge $$deadline ]; then \
@@ -258,11 +260,17 @@ docker-up: docker-bases docker-wheels ## Build and start the stack detached, wai
 docker-down: ## Remove the stack's containers, networks and volumes (the model store and HF cache too)
 	$(DOCKER_ENV) $(COMPOSE) down -v --remove-orphans
 
-# The upgrade tool in a one-shot container of the `model` service: it writes the model-store volume
-# and reaches every TorchServe replica over the backend network (`torchserve` resolves to each).
-DOCKER_UPGRADE = $(DOCKER_ENV) $(COMPOSE) run --rm --no-deps -e MODEL_DIR=/model-source $(if $(CHECK_DATA),-v $(abspath $(CHECK_DATA)):/check-data.tsv:ro,) \
-    model python -m tools.model_upgrade --management-url http://torchserve:8091 --inference-url http://torchserve:8090 \
-    $(if $(CHECK_DATA),--labelled /check-data.tsv,) $(UPGRADE_ARGS)
+.PHONY: docker-scale-workers
+docker-scale-workers: ## Scale the workers of every TorchServe container of the Compose stack: make docker-scale-workers N=2
+	@for container in $$($(COMPOSE) ps -q torchserve); do \
+	    docker exec $$container python -m tools.scale_workers $(N) || exit 1; \
+	done
+
+# The upgrade tool in a one-shot container of the `upgrade` service (docker-compose.yml, profile
+# tools): it writes the model-store volume and reaches every TorchServe replica over the backend
+# network (`torchserve` resolves to each).
+DOCKER_UPGRADE = $(DOCKER_ENV) $(COMPOSE) run --rm --no-deps $(if $(CHECK_DATA),-v $(abspath $(CHECK_DATA)):/check-data.tsv:ro,) \
+    upgrade $(if $(CHECK_DATA),--labelled /check-data.tsv,) $(UPGRADE_ARGS)
 
 .PHONY: docker-model-upgrade
 docker-model-upgrade: ## Compose: switch to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)

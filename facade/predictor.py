@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from facade.admission import HeavyRequests, projected_overrun_s, room
 from facade.errors import (
@@ -23,7 +22,8 @@ from facade.errors import (
 from facade.info import MODEL_VERSION_HEADER, described_model, note_served_version, served_version
 from facade.jobs import JOB_TOKENS, job_slices
 from facade.options import result_extras
-from facade.settings import Settings
+from facade.replicas import CONNECT, MIN_RETRY_S, NOT_SERVED, TIMEOUT, Replicas, failure_kind, retry_target
+from facade.settings import Settings, split_urls
 from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
 from facade.tracing import trace_headers
 
@@ -37,8 +37,8 @@ TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer o
 # can run again, since inference has no side effects. A handler that raised is a different answer
 # (503 "Prediction failed"), and stays a backend error.
 WORKER_LOST_MESSAGES = ("Worker died.", "Worker scaled down.")
-# Not worth a retry with less time than this left of the read timeout.
-MIN_RETRY_S = 0.5
+# Connection pools the session keeps, one per replica and API (beyond it, the oldest is dropped).
+POOLED_REPLICAS = 16
 # Each request tells the handler when the facade stops waiting for it (Unix time; see
 # handler/sentiment_requests.py), a little before the read timeout, so that a request the worker
 # answers at once because it is too late reaches the facade before the facade gives up on it.
@@ -77,8 +77,9 @@ class TorchServeClient:
 
     def __init__(self, settings: Settings):
         model = quote(settings.model_name, safe="")
-        self._predict_url = f"{settings.torchserve_url.rstrip('/')}/predictions/{model}"
-        self._describe_url = f"{settings.torchserve_management_url.rstrip('/')}/models/{model}"
+        self._predict_path, self._describe_path = f"/predictions/{model}", f"/models/{model}"
+        self._inference = Replicas(split_urls(settings.torchserve_url), settings.resolve_interval_s)
+        self._management = Replicas(split_urls(settings.torchserve_management_url), settings.resolve_interval_s)
         self._connect_timeout = settings.connect_timeout_s
         self._read_timeout = settings.read_timeout_s
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
@@ -226,25 +227,39 @@ class TorchServeClient:
 
     def describe(self) -> dict:
         """Return what the handler says about the model (identity, labels, token limits), or raise 503."""
-        try:
-            response = self._session.get(
-                self._describe_url, params={"customized": "true"}, timeout=self._ready_timeout, allow_redirects=False
-            )
-            response.raise_for_status()
-            return described_model(response.json())
-        except (requests.RequestException, ValueError) as exc:
-            log.info("TorchServe describe failed: %s", exc)
-            raise UpstreamUnavailableError(UNAVAILABLE) from exc
+        for response in self._management_answers(params={"customized": "true"}):
+            try:
+                return described_model(response.json())
+            except ValueError as exc:
+                log.info("TorchServe describe failed: %s", exc)
+        raise UpstreamUnavailableError(UNAVAILABLE)
 
     def is_ready(self) -> bool:
-        """Return True when TorchServe has at least one READY worker for the model."""
-        try:
-            response = self._session.get(self._describe_url, timeout=self._ready_timeout, allow_redirects=False)
-            response.raise_for_status()
-            return _has_ready_worker(response.json())
-        except (requests.RequestException, ValueError) as exc:
-            log.info("TorchServe readiness check failed: %s", exc)
-            return False
+        """Return True when at least one TorchServe replica has a READY worker for the model."""
+        return any(_has_ready_worker(_json_or_none(response)) for response in self._management_answers())
+
+    def _management_answers(self, params: dict | None = None):
+        """Yield each replica's 200 answer to GET /models/<model>, replicas not known to be down first,
+        until the ready timeout is spent."""
+        deadline = time.monotonic() + self._ready_timeout[1]
+        replicas, down = self._management.all(), self._management.down()
+        for replica in sorted(replicas, key=lambda url: url in down):
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                return
+            try:
+                response = self._session.get(
+                    replica + self._describe_path,
+                    params=params,
+                    timeout=(min(self._ready_timeout[0], left_s), left_s),
+                    allow_redirects=False,
+                )
+                response.raise_for_status()
+            except requests.RequestException as exc:
+                log.info("TorchServe management API at %s did not answer: %s", replica, exc)
+                self._management.failed(replica)
+                continue
+            yield response
 
     def close(self) -> None:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
@@ -259,10 +274,55 @@ class TorchServeClient:
         deferrals: int = 0,
         version: str | None = None,
     ) -> requests.Response:
-        url = f"{self._predict_url}/{quote(version, safe='')}" if version else self._predict_url
+        """POST one job to a replica; once more to another one when the first could not have answered.
+
+        The retry runs within the same deadline (what is left of read_timeout_s), never after a read
+        timeout, and at most once: a job costs at most one extra POST, and only when the first
+        replica did no work for it that the facade could still receive.
+        """
+        deadline = time.monotonic() + read_timeout_s
+        replica, retried = self._inference.next(), False
+        while True:
+            try:
+                left_s = deadline - time.monotonic()
+                response = self._send(replica, texts, request_id, left_s, options, deferrals, version)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                kind, target = failure_kind(exc), None
+                if not retried:
+                    target = self._retry_target(kind, replica, deadline)
+                if target is None:
+                    raise _unreachable(kind, exc, request_id) from exc
+            else:
+                if retried or not _not_served(response):
+                    return response
+                kind, target = NOT_SERVED, self._retry_target(NOT_SERVED, replica, deadline)
+                if target is None:
+                    return response
+            log.warning(
+                "TorchServe at %s failed request %s (%s); retrying once at %s", replica, request_id, kind, target
+            )
+            replica, retried = target, True
+
+    def _retry_target(self, kind: str, replica: str, deadline: float) -> str | None:
+        if kind != TIMEOUT:
+            self._inference.failed(replica)
+        left_s = deadline - time.monotonic()
+        return retry_target(kind, replica, self._inference.all(), self._inference.down(), left_s)
+
+    def _send(
+        self,
+        replica: str,
+        texts: list[str],
+        request_id: str,
+        read_timeout_s: float,
+        options: dict | None,
+        deferrals: int,
+        version: str | None,
+    ) -> requests.Response:
+        path = f"{self._predict_path}/{quote(version, safe='')}" if version else self._predict_path
         try:
             return self._session.post(
-                url,
+                replica + path,
                 # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
                 # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
                 data=json.dumps({"texts": texts, **(options or {})}, ensure_ascii=False).encode("utf-8"),
@@ -277,15 +337,11 @@ class TorchServeClient:
                     DEFERRALS_HEADER: str(deferrals),
                     **trace_headers(),
                 },
-                timeout=(self._connect_timeout, read_timeout_s),
+                timeout=(min(self._connect_timeout, read_timeout_s), read_timeout_s),
                 allow_redirects=False,
             )
-        except requests.ConnectionError as exc:  # refused, reset, or no connection in time
-            log.warning("TorchServe unreachable for request %s: %s", request_id, exc)
-            raise UpstreamUnavailableError(UNAVAILABLE) from exc
-        except requests.Timeout as exc:
-            log.warning("TorchServe read timeout for request %s: %s", request_id, exc)
-            raise UpstreamTimeoutError(TIMED_OUT) from exc
+        except (requests.ConnectionError, requests.Timeout):
+            raise
         except requests.RequestException as exc:
             raise _malformed(request_id, f"request failed: {exc}") from exc
 
@@ -329,16 +385,37 @@ def _message(error: dict, default: str) -> str:
 
 
 def pooled_session(pool_size: int) -> requests.Session:
-    """Return a Session that keeps up to pool_size connections per TorchServe API."""
+    """Return a Session that keeps up to pool_size connections per TorchServe replica and API."""
     session = requests.Session()
     # TorchServe is a private backend: a proxy from HTTP_PROXY and friends must not carry its traffic.
     session.trust_env = False
-    # Retry only a failed connect: the request never left, so it cannot run inference twice.
-    retry = Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0, raise_on_status=False)
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=retry)
+    # No retries here: TorchServeClient._post retries a request that never left, on another replica.
+    adapter = HTTPAdapter(pool_connections=POOLED_REPLICAS, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _unreachable(kind: str, exc: Exception, request_id: str) -> Exception:
+    if kind == TIMEOUT:
+        log.warning("TorchServe read timeout for request %s: %s", request_id, exc)
+        return UpstreamTimeoutError(TIMED_OUT)
+    log.warning(
+        "TorchServe unreachable for request %s (%s): %s",
+        request_id,
+        "refused or no connection in time" if kind == CONNECT else "connection cut",
+        exc,
+    )
+    return UpstreamUnavailableError(UNAVAILABLE)
+
+
+def _not_served(response: requests.Response) -> bool:
+    # 503 without a worker or with a full queue, 404 before the model is registered: TorchServe did
+    # not run the job. A handler's own answer (an "error" body, or "Prediction failed") is not this.
+    if response.status_code not in (404, 503):
+        return False
+    body = _json_or_none(response)
+    return not (isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException"))
 
 
 def _has_ready_worker(description: object) -> bool:
@@ -360,11 +437,8 @@ def _status_error(response: requests.Response, request_id: str) -> Exception:
         log.warning("TorchServe lost the worker running request %s; answering 503", request_id)
         return UpstreamUnavailableError(UNAVAILABLE)
     body = _json_or_none(response)
-    # TorchServe answers 503 "Prediction failed" (InternalServerException) when the handler raised.
-    handler_failed = isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException")
-    # 503: no worker or job queue full; 404: model not registered. Both pass once TorchServe
-    # catches up, unlike a handler that failed or rejected the input.
-    if response.status_code in (404, 503) and not handler_failed:
+    # These pass once TorchServe catches up, unlike a handler that failed or rejected the input.
+    if _not_served(response):
         log.warning("TorchServe answered %s for request %s: %s", response.status_code, request_id, _summary(body))
         return UpstreamUnavailableError(UNAVAILABLE)
     return _malformed(request_id, f"status {response.status_code}: {_summary(body)}")

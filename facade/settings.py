@@ -24,8 +24,12 @@ class SettingsError(ValueError):
 class Settings:
     """Every knob of the facade; field `x_y` is read from FACADE_X_Y."""
 
+    # One URL, or several separated by commas (replicas on other ports); each host name stands for
+    # every address it resolves to (facade/replicas.py).
     torchserve_url: str = "http://127.0.0.1:8090"
     torchserve_management_url: str = "http://127.0.0.1:8091"
+    # Seconds between two lookups of the TorchServe host names (a failed replica also triggers one).
+    resolve_interval_s: float = 5.0
     model_name: str = "sentiment"
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 15.0
@@ -70,9 +74,11 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("torchserve_url", "torchserve_management_url"):
-            _require(_is_http_url(getattr(self, name)), name, self, "an http:// or https:// URL with a host")
+            urls = split_urls(getattr(self, name))
+            allowed = "http:// or https:// URLs with a host, comma-separated"
+            _require(urls and all(map(_is_http_url, urls)), name, self, allowed)
         _require(MODEL_NAME.fullmatch(self.model_name), "model_name", self, "letters, digits, '.', '_', '-'")
-        for name in ("connect_timeout_s", "read_timeout_s", "ready_timeout_s"):
+        for name in ("connect_timeout_s", "read_timeout_s", "ready_timeout_s", "resolve_interval_s"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, name, self, "a number of seconds above 0")
         for name in ("max_texts", "max_text_chars", "max_body_bytes", "max_request_tokens", "workers", "threads"):
@@ -107,6 +113,11 @@ class Settings:
             self,
             "empty, or the absolute path of an existing writable folder",
         )
+
+
+def split_urls(value: str) -> list[str]:
+    """Return the URLs of a comma-separated list, without blanks."""
+    return [url.strip() for url in value.split(",") if url.strip()]
 
 
 def env_name(field_name: str) -> str:

@@ -6,10 +6,13 @@ model-config.yaml reaches the worker as `context.model_yaml_config["handler"]`.
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 # Lets an operator who scales workers at run time re-split the cores without rebuilding
 # the archive (each worker is a separate process with its own intra-op thread pool).
 THREADS_ENV = "SENTIMENT_TORCH_THREADS"
+# Where a container sees its own cgroup (Docker and Kubernetes give it a private cgroup namespace).
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 class HandlerConfigError(ValueError):
@@ -44,9 +47,39 @@ class HandlerOptions:
     warmup_seconds: int = 3
 
 
-def available_cores():
-    """Return the number of cores this process may run on (respects CPU affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def available_cores(cgroup_root=CGROUP_ROOT):
+    """Return the cores this process may use: its CPU affinity, capped by its container's CPU limit."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = cgroup_cpu_limit(cgroup_root)
+    return min(cores, limit) if limit else cores
+
+
+def cgroup_cpu_limit(root=CGROUP_ROOT):
+    """Return the whole CPUs the cgroup quota allows (at least 1), or None without a quota.
+
+    A pod limited to 2 CPUs on a 64-core node sees 64 cores; 64 threads there would be throttled
+    most of each period. Rounded down, as Go's automaxprocs does: a thread more than the quota
+    pays for itself in throttling, not in speed.
+    """
+    root = Path(root)
+    quota_period = _read_words(root / "cpu.max")  # cgroup v2: "max 100000" or "200000 100000"
+    if quota_period is None:
+        for v1 in ("cpu", "cpu,cpuacct"):  # cgroup v1: -1 means no quota
+            quota, period = _read_words(root / v1 / "cpu.cfs_quota_us"), _read_words(root / v1 / "cpu.cfs_period_us")
+            if quota and period:
+                quota_period = [*quota, *period]
+                break
+    if not quota_period or len(quota_period) != 2 or not all(w.lstrip("-").isdigit() for w in quota_period):
+        return None
+    quota, period = (int(word) for word in quota_period)
+    return max(1, quota // period) if quota > 0 and period > 0 else None
+
+
+def _read_words(path):
+    try:
+        return path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def positive_int(name, value):

@@ -13,7 +13,8 @@
 #
 # Environment: STACK (sentiment), HTTP_PORT (8080), SWARM_ADVERTISE_ADDR (127.0.0.1), SWARM_WAIT_S
 # (300), COMPOSE (the Compose command that builds the images), MODEL_STORE (where `make mar` put
-# sentiment.mar), APP, WORKERS, and the stack file's variables (MEM_LIMIT_*, APP_REPLICAS).
+# sentiment.mar), APP, WORKERS, and the stack file's variables (MEM_LIMIT_*, APP_REPLICAS,
+# TORCHSERVE_REPLICAS).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -44,6 +44,16 @@ BASE_IMAGES = {"sentiment-torchserve": BASES["PYTHON_IMAGE"], "sentiment-facade"
 IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
 NGINX_BASE = BASES["DEBIAN_IMAGE"]
 START_TIMEOUT_S = 300
+# Run inside a TorchServe container: one management API call, printing the status and the body.
+MANAGEMENT_CALL = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request("http://127.0.0.1:8091" + sys.argv[2], method=sys.argv[1])
+try:
+    with urllib.request.urlopen(request, timeout=10) as response:
+        print(response.status); print(response.read().decode())
+except urllib.error.HTTPError as error:
+    print(error.code); print(error.read().decode())
+"""
 BUILD_TIMEOUT_S = 1500
 
 
@@ -96,24 +106,13 @@ class Stack:
         """Return nginx's public URL."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    def management(self, method, path, container=None):
-        """Return (status, JSON body) of a management API call made inside a TorchServe container.
-
-        The port is published nowhere; an operator reaches it the same way (docker exec).
-        """
-        container = container or self.container_ids("torchserve")[0]
-        probe = (
-            "import json, sys, urllib.error, urllib.request\n"
-            f"request = urllib.request.Request('http://127.0.0.1:8091{path}', method='{method}')\n"
-            "try:\n"
-            "    with urllib.request.urlopen(request, timeout=60) as response:\n"
-            "        status, body = response.status, response.read()\n"
-            "except urllib.error.HTTPError as error:\n"
-            "    status, body = error.code, error.read()\n"
-            "print(json.dumps([status, json.loads(body or b'null')]))\n"
-        )
-        status, body = json.loads(run(["docker", "exec", container, "python", "-c", probe], timeout=120).stdout)
-        return status, body
+    def management(self, method, path):
+        """Ask TorchServe's management API from inside its first container (no port of it is
+        published); return (status, body text)."""
+        container = self.container_ids("torchserve")[0]
+        result = run(["docker", "exec", container, "python", "-c", MANAGEMENT_CALL, method, path])
+        status, _, body = result.stdout.partition("\n")
+        return int(status), body
 
     def compose_run(self, *args, timeout=300, check=True):
         """Run a compose command for this project."""

@@ -147,10 +147,21 @@ def test_nginx_cannot_reach_torchserve_by_name_or_backend_ip(stack):
         assert not tcp_connects(nginx, backend_ip, port)
 
 
-def test_torchserve_workers_scale_through_the_management_api_inside_the_container(stack):
-    (torchserve,) = stack.container_ids("torchserve")
+def test_torchserve_workers_scale_with_make_docker_scale_workers(stack):
     for workers in (2, 1):
-        result = run(["docker", "exec", torchserve, "python", "-m", "tools.scale_workers", str(workers)], timeout=300)
+        result = run(
+            [
+                "make",
+                "--no-print-directory",
+                "docker-scale-workers",
+                f"N={workers}",
+                f"COMPOSE={' '.join(stack.compose)} -p {stack.project}",
+            ],
+            timeout=300,
+            check=False,
+            env=stack.env,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.count("READY") == workers
     response = requests.post(f"{stack.url}/", json={"text": "It is worth it"}, timeout=15)
     assert response.json()["label"] == "POSITIVE"

@@ -5,6 +5,7 @@ around the fault, against the shared stack of conftest.py, and leaves the stack 
 (every container running and healthy) for the tests after it.
 """
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -94,10 +95,10 @@ def first_success_after(outcomes, moment):
 
 
 def describe_workers(stack):
-    """Return [(pid, status)] of the model's TorchServe workers, from the management API in its container."""
+    """Return [(pid, status)] of the model's TorchServe workers, from the management API."""
     status, body = stack.management("GET", "/models/sentiment")
     assert status == 200, body
-    return [(worker["pid"], worker["status"]) for worker in body[0]["workers"]]
+    return [(worker["pid"], worker["status"]) for worker in json.loads(body)[0]["workers"]]
 
 
 def wait_until_serving(container, timeout_s=30):
@@ -156,6 +157,41 @@ def test_killing_the_torchserve_worker_answers_200_or_json_503_and_recovers_by_i
     assert workers[0][0] != old_pid, "TorchServe did not start a new worker"
     with capsys.disabled():
         print(f"\n  worker killed: {len(outcomes)} requests, first success {recovered.end - killed:.1f} s after")
+
+
+def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_three_times(stack, capsys):
+    facades = len(stack.container_ids("app"))
+    stack.compose_run("up", "-d", "--scale", "torchserve=2", "--scale", f"app={facades}")
+    figures, ready = [], []
+    try:
+        for kill in range(3):
+            stack.wait_healthy(services=("torchserve",))
+            victim = sorted(stack.container_ids("torchserve"))[kill % 2]
+            outcomes, _ = under_load(
+                stack.url,
+                lambda victim=victim: run(["docker", "kill", victim]),
+                # Past the facades' next DNS lookup (every 5 s), with answers from the survivor.
+                settled=lambda outcomes, done: sum(o.start > done + 5 and o.status == 200 for o in outcomes) >= CLIENTS,
+                min_after_s=5.5,
+            )
+            ready.append(requests.get(f"{stack.url}/readyz", timeout=10).status_code)
+            lost = [str(o) for o in outcomes if o.status != 200]
+            slowest = max(o.end - o.start for o in outcomes)
+            figures.append((len(outcomes), lost, slowest))
+            run(["docker", "start", victim])
+    finally:
+        with capsys.disabled():
+            for number, (sent, lost, slowest) in enumerate(figures, 1):
+                print(
+                    f"\n  TorchServe kill {number} of 3 (Compose): {sent} requests, {len(lost)} lost, "
+                    f"slowest {slowest:.2f} s"
+                )
+        stack.compose_run("up", "-d", "--scale", "torchserve=1", "--scale", f"app={facades}")
+        stack.wait_healthy()
+
+    assert len(figures) == 3
+    assert [lost for _, lost, _ in figures] == [[], [], []]
+    assert ready == [200, 200, 200]
 
 
 def test_stopped_torchserve_answers_json_503_and_the_service_recovers_when_it_starts(stack, capsys):

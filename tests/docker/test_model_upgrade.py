@@ -1,8 +1,9 @@
 """A model upgrade and a rollback on the Compose stack under steady load through nginx.
 
-The tool runs as `make docker-model-upgrade` runs it: in a one-shot container of the `model` service,
-which writes the model-store volume and reaches TorchServe over the backend network. The candidate
-is the served model packed for the torch runtime: another archive version with the same answers.
+The tool runs as `make docker-model-upgrade` runs it: in a one-shot container of the `upgrade` service,
+which writes the model-store volume and reaches every TorchServe over the backend network. The
+candidate is the served model packed for the torch runtime: another archive version with the same
+answers.
 """
 
 import json
@@ -17,25 +18,24 @@ from sentiment_info import BUILD_INFO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-TOOL = ("python", "-m", "tools.model_upgrade", "--management-url", "http://torchserve:8091")
-TOOL += ("--inference-url", "http://torchserve:8090", "--drain-s", "5", "--timeout", "240")
+OPTIONS = ("--drain-s", "5", "--timeout", "240")
 
 
 def default_version(stack):
     status, body = stack.management("GET", "/models/sentiment")
     assert status == 200, body
-    return body[0]["modelVersion"]
+    return json.loads(body)[0]["modelVersion"]
 
 
 def registered_versions(stack):
     status, body = stack.management("GET", "/models/sentiment/all")
     assert status == 200, body
-    return sorted(description["modelVersion"] for description in body)
+    return sorted(description["modelVersion"] for description in json.loads(body))
 
 
 def run_tool(stack, *arguments, volumes=()):
     mounts = [option for volume in volumes for option in ("-v", volume)]
-    return stack.compose_run("run", "--rm", "--no-deps", *mounts, "model", *TOOL, *arguments, timeout=600)
+    return stack.compose_run("run", "--rm", "--no-deps", *mounts, "upgrade", *OPTIONS, *arguments, timeout=600)
 
 
 def test_an_upgrade_and_a_rollback_under_load_lose_no_request(stack, standin_model_dir, tmp_path_factory, capsys):

@@ -182,6 +182,29 @@ def test_torchserve_is_reached_only_by_the_facades_and_its_services_are_cluster_
     assert nginx_to == [[{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "facade"}}}]]
 
 
+def test_the_torchserve_services_are_headless_so_a_facade_resolves_every_pod():
+    services = {
+        doc["metadata"]["name"]: doc["spec"] for doc in documents(KUBERNETES_DIR / "base") if doc["kind"] == "Service"
+    }
+
+    assert services["torchserve"]["clusterIP"] == "None"
+    assert services["torchserve-management"]["clusterIP"] == "None"
+
+
+def test_a_labelled_prometheus_may_scrape_only_the_facades_and_torchserves_metrics_ports():
+    policies = [doc["spec"] for doc in documents(KUBERNETES_DIR / "base") if doc["kind"] == "NetworkPolicy"]
+    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    scraped = {
+        (policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
+        for policy in policies
+        for rule in policy.get("ingress", [])
+        if prometheus in rule.get("from", [])
+        for port in rule["ports"]
+    }
+
+    assert scraped == {("facade", 5000), ("torchserve", 8092)}
+
+
 # --------------------------------------------------------------------- Compose, Swarm, Kubernetes
 
 
@@ -278,6 +301,9 @@ def test_the_swarm_stack_keeps_composes_hardening_in_forms_swarm_honours():
         "frontend": "overlay",
         "backend": "overlay",
     }
+    # TorchServe has no route out, on either engine.
+    assert stack["networks"]["backend"]["internal"] is True
+    assert yaml.safe_load(COMPOSE_FILE.read_text())["networks"]["backend"]["internal"] is True
     for name, service in stack["services"].items():
         # Keys `docker stack deploy` (CLI 20.10) rejects or silently drops.
         assert not {"mem_limit", "pids_limit", "tmpfs", "depends_on", "restart", "build", "security_opt"} & set(service)

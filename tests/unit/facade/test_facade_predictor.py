@@ -567,3 +567,118 @@ def test_a_too_long_text_found_in_a_later_job_is_numbered_as_in_the_clients_requ
     assert error.index == 42
     assert error.message == "Text 42 has 700 tokens, over the model's limit of 512 tokens per text"
     assert TextTooManyTokensError(message, 2).at_offset(0).message == message
+
+
+@pytest.fixture(scope="module")
+def second_stub_server():
+    stub = StubTorchServe()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), stub.handler())
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    stub.url = f"http://127.0.0.1:{server.server_port}"
+    yield stub
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def other_torchserve(second_stub_server):
+    second_stub_server.answers.clear()
+    second_stub_server.received.clear()
+    return second_stub_server
+
+
+def replica_client(*urls, read_timeout_s=2.0):
+    return TorchServeClient(
+        Settings(torchserve_url=",".join(urls), torchserve_management_url=",".join(urls), read_timeout_s=read_timeout_s)
+    )
+
+
+def test_requests_are_spread_over_every_replica(torchserve, other_torchserve):
+    for stub in (torchserve, other_torchserve):
+        stub.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    for _ in range(4):
+        client.classify(["good"], "rid")
+    client.close()
+
+    assert (len(torchserve.received), len(other_torchserve.received)) == (2, 2)
+
+
+def test_a_request_a_replica_refuses_is_served_by_the_other(other_torchserve):
+    other_torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(f"http://127.0.0.1:{free_port()}", other_torchserve.url)
+
+    assert [client.classify(["good"], f"rid-{n}") for n in range(3)] == [[{"label": "POSITIVE", "score": 0.9}]] * 3
+    client.close()
+    assert len(other_torchserve.received) == 3
+
+
+def test_a_connection_cut_before_the_answer_is_retried_once_on_the_other_replica(torchserve, other_torchserve):
+    torchserve.answer("POST", "/predictions/sentiment", hang_up=True)
+    other_torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    assert client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.9}]
+    client.close()
+    assert (len(torchserve.received), len(other_torchserve.received)) == (1, 1)
+    assert torchserve.received[0][3] == other_torchserve.received[0][3]
+
+
+def test_a_connection_cut_on_both_replicas_is_unavailable_after_one_retry(torchserve, other_torchserve):
+    for stub in (torchserve, other_torchserve):
+        stub.answer("POST", "/predictions/sentiment", hang_up=True)
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    with pytest.raises(UpstreamUnavailableError):
+        client.classify(["good"], "rid")
+    client.close()
+    assert len(torchserve.received) + len(other_torchserve.received) == 2
+
+
+def test_a_read_timeout_is_not_retried_on_the_other_replica(torchserve, other_torchserve):
+    torchserve.answer("POST", "/predictions/sentiment", body=OK, delay_s=1.0)
+    other_torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(torchserve.url, other_torchserve.url, read_timeout_s=0.6)
+
+    with pytest.raises(UpstreamTimeoutError):
+        client.classify(["good"], "rid")
+    client.close()
+    assert other_torchserve.received == []
+
+
+def test_a_replica_without_a_worker_hands_the_request_to_the_other(torchserve, other_torchserve):
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=NO_WORKER)
+    other_torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    assert client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.9}]
+    client.close()
+
+
+def test_a_handler_error_is_not_retried_on_the_other_replica(torchserve, other_torchserve):
+    torchserve.answer("POST", "/predictions/sentiment", status=503, body=HANDLER_FAILED)
+    other_torchserve.answer("POST", "/predictions/sentiment", body=OK)
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    with pytest.raises(UpstreamError):
+        client.classify(["good"], "rid")
+    client.close()
+    assert other_torchserve.received == []
+
+
+def test_ready_while_one_replica_of_two_is(torchserve):
+    workers = [{"id": "9000", "status": "READY"}]
+    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": workers}])
+    client = replica_client(f"http://127.0.0.1:{free_port()}", torchserve.url)
+
+    assert client.is_ready() is True
+    client.close()
+
+
+def test_not_ready_when_no_replica_has_a_ready_worker(torchserve, other_torchserve):
+    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": []}])
+    client = replica_client(torchserve.url, other_torchserve.url)
+
+    assert client.is_ready() is False
+    client.close()

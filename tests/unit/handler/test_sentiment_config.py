@@ -1,8 +1,10 @@
 """Handler options from model-config.yaml and the environment."""
 
+import os
+
 import pytest
 
-from sentiment_config import HandlerConfigError, handler_options
+from sentiment_config import HandlerConfigError, available_cores, cgroup_cpu_limit, handler_options
 
 
 def test_threads_default_to_cores_divided_by_workers():
@@ -94,3 +96,37 @@ def test_torch_runs_every_precision_and_onnx_runs_fp32_and_int8():
 def test_warm_up_budget_comes_from_the_yaml_with_a_default():
     assert handler_options({}, environ={}, cores=1).warmup_seconds == 3
     assert handler_options({"handler": {"warmup_seconds": 0}}, environ={}, cores=1).warmup_seconds == 0
+
+
+def cgroup(tmp_path, files):
+    """Write cgroup files as the kernel shows them under a container's /sys/fs/cgroup; return the root."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000\n"}, 1),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "300000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_the_cpu_limit_is_the_cgroup_quota_in_whole_cpus(tmp_path, files, cpus):
+    assert cgroup_cpu_limit(cgroup(tmp_path, files)) == cpus
+
+
+def test_the_cores_used_are_capped_by_the_containers_cpu_limit(tmp_path):
+    one_cpu = cgroup(tmp_path / "one", {"cpu.max": "100000 100000\n"})
+    many_cpus = cgroup(tmp_path / "many", {"cpu.max": "6400000 100000\n"})
+
+    assert available_cores(one_cpu) == 1
+    assert available_cores(many_cpus) == len(os.sched_getaffinity(0))
