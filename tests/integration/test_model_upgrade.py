@@ -127,3 +127,41 @@ def test_the_management_api_registers_only_archives_already_in_the_store(stack, 
     response = requests.post(f"{stack.torchserve.management_url}/models", params={"url": url}, timeout=30)
     assert response.status_code == 404, response.text
     assert refusal.lower() in response.json()["message"].lower()
+
+
+def defaults_and_versions(replica):
+    """Return (default version, sorted registered versions) of one TorchServe."""
+    default = requests.get(f"{replica.management_url}/models/sentiment", timeout=10).json()[0]["modelVersion"]
+    every = requests.get(f"{replica.management_url}/models/sentiment/all", timeout=10).json()
+    return default, sorted(description["modelVersion"] for description in every)
+
+
+def test_every_replica_switches_together_and_a_refused_candidate_leaves_every_one_as_it_was(
+    two_torchserves, candidates
+):
+    replicas = [settings for settings, _ in two_torchserves]
+    pairs = [
+        option
+        for settings in replicas
+        for option in ("--management-url", settings.management_url, "--inference-url", settings.inference_url)
+    ]
+    tool = [sys.executable, "-m", "tools.model_upgrade", *pairs, "--store", str(replicas[0].model_store)]
+    tool += ["--drain-s", "1", "--timeout", "120"]
+    old = defaults_and_versions(replicas[0])[0]
+    new = version_of(candidates["same"])
+
+    def run(*arguments):
+        return subprocess.run([*tool, *arguments], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+
+    refused = run("upgrade", "--archive", str(candidates["random"]), "--min-agreement", "0.99")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert [defaults_and_versions(replica) for replica in replicas] == [(old, [old])] * 2
+
+    upgraded = run("upgrade", "--archive", str(candidates["same"]))
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert upgraded.stdout.count("READY; checking") == 2
+    assert [defaults_and_versions(replica) for replica in replicas] == [(new, [new])] * 2
+
+    rolled_back = run("rollback")
+    assert rolled_back.returncode == 0, rolled_back.stdout + rolled_back.stderr
+    assert [defaults_and_versions(replica) for replica in replicas] == [(old, [old])] * 2
