@@ -79,7 +79,7 @@ def in_process_point(handler, texts, batch_size, passes, sort_by_length=False):
     context = BenchContext("", {})
     handler.handle(batches[len(batches) // 2], context)  # warm-up
     latencies, pass_seconds = [], []
-    cpu_before = cpu_times()
+    cpu_before, process_before = cpu_times(), time.process_time()
     for _ in range(passes):
         started = time.perf_counter()
         for batch in batches:
@@ -93,6 +93,8 @@ def in_process_point(handler, texts, batch_size, passes, sort_by_length=False):
         "sentences": len(texts),
         **pass_figures(pass_seconds, len(texts)),
         "p50_ms_per_batch": round(statistics.median(latencies) * 1000, 2),
+        # CPU time of this process (every thread) per batch: what the handler costs, whatever else runs.
+        "cpu_ms_per_batch": round((time.process_time() - process_before) * 1000 / len(latencies), 2),
         "steal_share": steal_share(cpu_before, cpu_times()),
         "load_avg": round(os.getloadavg()[0], 2),
         **({} if sort_by_length else padding_figures(handler, texts, batch_size)),
