@@ -136,7 +136,11 @@ class OriginalDesign:
         self.components = {"original": [self.process.pid], "nginx": [self.nginx.pid]}
         # A GET on the POST-only route answers 405 once a worker has loaded its pipeline.
         logs = work / "logs"
-        wait_until(lambda: http_status(self.url) == 405, timeout_s=120, what="the original design", log_path=logs)
+        try:
+            wait_until(lambda: http_status(self.url) == 405, timeout_s=120, what="the original design", log_path=logs)
+        except BaseException:
+            self.stop()
+            raise
 
     def points(self, bodies, rule):
         """Return the original design's load points at every concurrency."""
