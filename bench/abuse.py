@@ -6,8 +6,8 @@ Without --url it starts its own stack on free loopback ports (like the soak, ben
 --mar, else --model-dir (or MODEL_DIR), else the trained stand-in in ../shared, else a tiny
 random model. It then:
 
-1. measures, on the idle service, a one-sentence request and a heavy one: handler/model-config.yaml's
-   max_request_tokens (the most one TorchServe request may cost) in texts at the model's token
+1. measures, on the idle service, a one-sentence request and a heavy one: the served handler's
+   max_request_tokens from GET /info (the most one TorchServe request may cost) in texts at the model's token
    limit, which the facade runs as two of its jobs (docs/overload.md);
 2. runs --heavy-clients clients sending that largest request back to back, and one light client
    sending one-sentence requests back to back, for --duration seconds;
@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
 from bench.load import ResourceSampler, group_usage
 from bench.soak import component_groups
@@ -45,8 +44,6 @@ from stack.private import private_stack, serving_store
 from stack.processes import StartupError
 from tools.packed import PROJECT_DIR
 
-from sentiment_config import handler_options
-
 LIGHT_TEXT = "It is a charming and often affecting journey."
 # A word every uncased WordPiece vocabulary of the project's models holds as one token.
 WORD = "good"
@@ -54,10 +51,12 @@ MODEL_TEXT_TOKENS = 512  # DistilBERT's, MiniLM's and the tiny test model's toke
 CLIENT_TIMEOUT_S = 60.0  # far above every server timeout: a hang shows as a slow answer, not an error
 
 
-def largest_request(model_config=PROJECT_DIR / "handler" / "model-config.yaml", text_tokens=MODEL_TEXT_TOKENS):
-    """Return the body of the heavy request: the handler's limit per TorchServe request, in texts at the token limit."""
-    options = handler_options(yaml.safe_load(model_config.read_text()), environ={}, cores=1)
-    limit = max(options.max_request_tokens, text_tokens)
+def largest_request(url):
+    """Return the body of the heavy request: the served handler's limit per TorchServe request
+    (GET /info), in texts at the model's token limit."""
+    limits = requests.get(f"{url}/info", timeout=CLIENT_TIMEOUT_S).json()["limits"]
+    text_tokens = limits["max_text_tokens"] or MODEL_TEXT_TOKENS
+    limit = max(limits["max_request_tokens"] or text_tokens, text_tokens)
     # [CLS] + words + [SEP] per text; whole texts at the limit, then one text with what is left.
     texts = [" ".join([WORD] * (text_tokens - 2))] * (limit // text_tokens)
     if limit % text_tokens > 2:
@@ -149,7 +148,7 @@ def abuse(url, duration_s, heavy_clients=3, torchserve_pgid=None, components=Non
     TorchServe's own CPU use drops; otherwise when a light request is answered at its idle latency.
     With components ({name: [process group IDs]}), their peak RSS and CPU during the flood are measured.
     """
-    heavy_body, limit = largest_request()
+    heavy_body, limit = largest_request(url)
     light_body = {"text": LIGHT_TEXT}
     light_s = idle_cost(url, light_body, 5)
     largest_s = idle_cost(url, heavy_body, 3)

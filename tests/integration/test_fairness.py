@@ -1,7 +1,7 @@
 """Heavy clients cannot starve a light one (bench/abuse.py's run, short form, on the shared stack).
 
-Three clients send the largest request the limits allow (handler/model-config.yaml's
-max_request_tokens, as texts at the model's token limit) back to back for 20 s while a fourth
+Three clients send the largest request the limits allow (the served handler's
+max_request_tokens from GET /info, as texts at the model's token limit) back to back for 20 s while a fourth
 sends one-sentence requests. `make abuse` runs the same for 60 s and prints the figures.
 
 The light client's p99 bound is light_p99_bound_s(largest, light) = 3 x largest + 4 x light, where
