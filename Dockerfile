@@ -204,6 +204,18 @@ RUN set -eux; \
         /home/model-server/tmp /home/model-server/.cache /home/model-server/.cache/huggingface
 
 COPY --from=torchserve-build /opt/venv /opt/venv
+# Netty's native epoll transport, without which TorchServe cannot listen on a Unix socket (the
+# management API's): Netty would unpack it from TorchServe's jar into /tmp, a noexec tmpfs in every
+# deployment, fall back to NIO, and TorchServe would stop with "Invalid configuration". Unpacked
+# here instead, for both architectures, and found through java.library.path (JAVA_TOOL_OPTIONS).
+RUN set -eux; \
+    mkdir /opt/netty-native; \
+    /opt/venv/bin/python -c "import glob, pathlib, zipfile; \
+jar = zipfile.ZipFile(glob.glob('/opt/venv/lib/python3*/site-packages/ts/frontend/model-server.jar')[0]); \
+libs = [n for n in jar.namelist() if n.startswith('META-INF/native/libnetty_transport_native_epoll_')]; \
+assert libs, 'no epoll library in the jar'; \
+[pathlib.Path('/opt/netty-native', pathlib.Path(n).name).write_bytes(jar.read(n)) for n in libs]"; \
+    ls -l /opt/netty-native
 COPY config.properties torchserve-metrics.yaml /opt/sentiment/
 COPY handler/ /opt/sentiment/handler/
 COPY tools/ /opt/sentiment/tools/
@@ -239,7 +251,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/home/model-server/tmp \
     HF_HOME=/home/model-server/.cache/huggingface \
     MODEL_STORE=/home/model-server/model-store \
-    JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError"
+    JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError -Djava.library.path=/opt/netty-native"
 
 WORKDIR /home/model-server
 USER 10001:10001
