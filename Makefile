@@ -165,6 +165,20 @@ fuzz: install-dev ## Fuzz the API through nginx from its OpenAPI document: EXAMP
 scale-workers: install ## Scale TorchServe workers for the model: make scale-workers N=4
 	$(BIN)/python -m tools.scale_workers $(N)
 
+# The check's labelled texts beside its fixed sentences: a TSV with columns sentence and label (SST-2
+# dev); UPGRADE_ARGS: more options of tools/model_upgrade.py (thresholds, --timeout, --drain-s).
+CHECK_DATA ?=
+UPGRADE_ARGS ?=
+UPGRADE_OPTIONS = $(if $(CHECK_DATA),--labelled $(abspath $(CHECK_DATA)),) $(UPGRADE_ARGS)
+
+.PHONY: model-upgrade
+model-upgrade: install ## Switch the running stack to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)
+	$(BIN)/python -m tools.model_upgrade upgrade $(UPGRADE_OPTIONS)
+
+.PHONY: model-rollback
+model-rollback: install ## Switch the running stack back to the model the last upgrade or rollback replaced
+	$(BIN)/python -m tools.model_upgrade rollback $(UPGRADE_ARGS)
+
 # ------------------------------------------------------------------------------------------ Docker
 # `docker compose` (v2 plugin) when the client has it, else docker-compose (1.29, Debian's package).
 # Decided once, when a recipe first needs it (after docker-engine may have installed Docker).
@@ -251,6 +265,21 @@ docker-scale-workers: ## Scale the workers of every TorchServe container of the 
 	@for container in $$($(COMPOSE) ps -q torchserve); do \
 	    docker exec $$container python -m tools.scale_workers $(N) || exit 1; \
 	done
+
+# The upgrade tool's steps: in each TorchServe container (docker exec: the management API is a
+# socket there) and, for the model store's writes, in a one-shot container of the `upgrade`
+# service (deploy/compose/switch-model.sh).
+DOCKER_SWITCH = $(DOCKER_ENV) COMPOSE="$(COMPOSE)" $(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),) \
+    bash deploy/compose/switch-model.sh
+
+.PHONY: docker-model-upgrade
+docker-model-upgrade: ## Compose: switch to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)
+	@[ -n "$(MODEL_DIR)" ] || { echo "error: give MODEL_DIR=<a Hugging Face model dir>" >&2; exit 1; }
+	$(DOCKER_SWITCH) upgrade $(UPGRADE_ARGS)
+
+.PHONY: docker-model-rollback
+docker-model-rollback: ## Compose: switch back to the model the last upgrade or rollback replaced
+	$(DOCKER_SWITCH) rollback $(UPGRADE_ARGS)
 
 .PHONY: test-docker
 test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)

@@ -23,7 +23,7 @@ from facade.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from facade.info import DESCRIBE_HEADER, MODEL_VERSION_HEADER, described_model, note_served_version
+from facade.info import DESCRIBE_HEADER, MODEL_VERSION_HEADER, described_model, note_served_version, served_version
 from facade.jobs import JOB_TOKENS, job_slices
 from facade.options import result_extras
 from facade.replicas import (
@@ -152,18 +152,21 @@ class TorchServeClient:
         text_tokens = self.token_limits.current()[1]
         started = time.monotonic()
         deadline = started + self._read_timeout
-        results, counted = [], 0
+        results, counted, version = [], 0, None
         for done, job in enumerate(jobs):
             if done:  # before the first job, _classify has checked the same sum
                 _refuse_over(counted + sum(at_least[job.start :]), limit, text_tokens)
             now = time.monotonic()
             self._stop_if_late(projected_overrun_s(now - started, done, len(jobs) - done, deadline - now), request_id)
             try:
-                job_results, tokens = self._job(texts[job], request_id, deadline, options)
+                job_results, tokens = self._job(texts[job], request_id, deadline, options, version=version)
             except TextTooManyTokensError as exc:
                 raise exc.at_offset(job.start) from exc
             results.extend(job_results)
             counted += tokens
+            # The later jobs go to the version that answered the first: a model upgrade switching
+            # TorchServe's default mid-request never mixes two models' results in one answer.
+            version = version or served_version()
         return results
 
     def _stop_if_late(self, overrun_s: float, request_id: str) -> None:
@@ -172,15 +175,21 @@ class TorchServeClient:
             raise UpstreamSaturatedError(SATURATED, self.heavy.retry_after_s())
 
     def _job(
-        self, texts: list[str], request_id: str, deadline: float, options: dict, recut: bool = True
+        self,
+        texts: list[str],
+        request_id: str,
+        deadline: float,
+        options: dict,
+        recut: bool = True,
+        version: str | None = None,
     ) -> tuple[list[dict], int]:
-        """Return the results of one job and the tokens the handler counted for it."""
+        """Return the results of one job (of `version`, else the default) and the tokens the handler counted."""
         deferrals, retried = 0, False
         while True:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
                 self._stop_if_late(1.0, request_id)
-            response = self._post(texts, request_id, left_s, options, deferrals)
+            response = self._post(texts, request_id, left_s, options, deferrals, version)
             if _worker_lost(response) and not retried:
                 # Once: the new worker takes the retry from TorchServe's queue as soon as it is up.
                 # If this request is what kills workers, a second death answers 503, not a third try.
@@ -199,23 +208,26 @@ class TorchServeClient:
                 continue
             if response.status_code == 413 and recut and len(texts) > 1 and self._learned_from(response):
                 # The archive's limits are smaller than the facade assumed: cut this job to them.
-                return self._recut(texts, request_id, deadline, options)
+                return self._recut(texts, request_id, deadline, options, version)
             if response.status_code != 200:
                 raise self._status_error(response, request_id)
             note_served_version(response.headers.get(MODEL_VERSION_HEADER))
             return _results(response, len(texts), request_id, options), _tokens(response, texts)
 
-    def _recut(self, texts: list[str], request_id: str, deadline: float, options: dict) -> tuple[list[dict], int]:
+    def _recut(
+        self, texts: list[str], request_id: str, deadline: float, options: dict, version: str | None
+    ) -> tuple[list[dict], int]:
         handler_tokens, text_tokens = self.token_limits.current()
         job_tokens = min(JOB_TOKENS, handler_tokens)
         results, counted = [], 0
         for job in job_slices(texts, job_tokens, text_tokens):
             try:
-                job_results, tokens = self._job(texts[job], request_id, deadline, options, recut=False)
+                job_results, tokens = self._job(texts[job], request_id, deadline, options, False, version)
             except TextTooManyTokensError as exc:
                 raise exc.at_offset(job.start) from exc
             results.extend(job_results)
             counted += tokens
+            version = version or served_version()
         return results, counted
 
     def _learned_from(self, response: requests.Response) -> bool:
@@ -301,7 +313,13 @@ class TorchServeClient:
         self._session.close()
 
     def _post(
-        self, texts: list[str], request_id: str, read_timeout_s: float, options: dict | None = None, deferrals: int = 0
+        self,
+        texts: list[str],
+        request_id: str,
+        read_timeout_s: float,
+        options: dict | None = None,
+        deferrals: int = 0,
+        version: str | None = None,
     ) -> requests.Response:
         """POST one job to a replica; once more to another one when the first could not have answered.
 
@@ -313,7 +331,8 @@ class TorchServeClient:
         replica, retried = self._inference.next(), False
         while True:
             try:
-                response = self._send(replica, texts, request_id, deadline - time.monotonic(), options, deferrals)
+                left_s = deadline - time.monotonic()
+                response = self._send(replica, texts, request_id, left_s, options, deferrals, version)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 kind, target = failure_kind(exc), None
                 if not retried:
@@ -345,10 +364,12 @@ class TorchServeClient:
         read_timeout_s: float,
         options: dict | None,
         deferrals: int,
+        version: str | None,
     ) -> requests.Response:
+        path = f"{self._predict_path}/{quote(version, safe='')}" if version else self._predict_path
         try:
             return self._session.post(
-                replica + self._predict_path,
+                replica + path,
                 # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
                 # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
                 data=json.dumps({"texts": texts, **(options or {})}, ensure_ascii=False).encode("utf-8"),

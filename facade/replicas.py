@@ -95,21 +95,35 @@ class Replicas:
         self._lock = threading.Lock()
         self._known: list[str] = []
         self._resolved_at = -float("inf")
+        self._resolving = False
         # A replica that failed is skipped until the next resolve (it is then gone or back).
         self._down: dict[str, float] = {}
         self._proven: set[str] = set()
         self._turns = itertools.count()
 
     def all(self) -> list[str]:
-        """Return every replica's base URL, resolving the names again when the last time is old."""
+        """Return every replica's base URL, resolving the names again when the last time is old.
+
+        One thread looks the names up while the others go on with the replicas known before (the
+        names themselves before the first lookup): a slow DNS server delays one request, not all.
+        """
         with self._lock:
-            now = self._clock()
-            if now - self._resolved_at >= self._resolve_every_s:
-                self._known = self._resolved() or self._known or self._urls
+            due = self._clock() - self._resolved_at >= self._resolve_every_s and not self._resolving
+            self._resolving = self._resolving or due
+            known = self._known or self._urls
+        if not due:
+            return list(known)
+        try:
+            found = self._resolved()
+        finally:
+            with self._lock:
+                now = self._clock()
+                self._known = found or self._known or self._urls
                 self._proven &= set(self._known)  # one that left and comes back is proven again
-                self._resolved_at = now
+                self._resolved_at, self._resolving = now, False
                 self._down = {url: until for url, until in self._down.items() if until > now}
-            return list(self._known)
+                known = self._known
+        return list(known)
 
     def down(self) -> set[str]:
         """Return the replicas that failed since the last resolve."""

@@ -32,6 +32,9 @@ from stack.processes import StartupError, group_members, http_status, start_grou
 from stack.torchserve import PROJECT_DIR, TorchServeSettings, start_torchserve, stop_torchserve
 
 NGINX_DIR = PROJECT_DIR / "nginx"
+# Above nginx's retry window (proxy_next_upstream_timeout in nginx.conf.template), so that nginx
+# never replays a request whose answer timed out; tests/unit/test_seams.py holds the two together.
+MIN_PROXY_READ_TIMEOUT_S = 3
 # How often `make up` says what it still waits for while the model loads.
 PROGRESS_EVERY_S = 5
 # nginx's tunables, read from the environment as the Docker image reads them; their defaults are
@@ -173,8 +176,11 @@ def size_label(size_bytes):
 def proxy_read_timeout(facade):
     """Return how long nginx waits for a facade's answer: twice the facade's read timeout, and never
     under the facade's longest answer (the read timeout, a retry included, plus connecting twice),
-    so that the facade's own JSON 504 always comes first."""
-    return f"{math.ceil(max(2 * facade.read_timeout_s, 2 * facade.connect_timeout_s + facade.read_timeout_s + 1))}s"
+    so that the facade's own JSON 504 always comes first. Never under 3 s either: nginx retries a
+    request for 2.5 s after its first try (nginx.conf.template), and a read timeout must not be
+    one it retries."""
+    longest_answer_s = 2 * facade.connect_timeout_s + facade.read_timeout_s + 1
+    return f"{math.ceil(max(2 * facade.read_timeout_s, longest_answer_s, MIN_PROXY_READ_TIMEOUT_S))}s"
 
 
 def nginx_config(settings):

@@ -10,7 +10,7 @@ import json
 import re
 import time
 import uuid
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -106,21 +106,34 @@ def test_torchserve_routes_are_json_404_through_nginx(stack, path):
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_the_management_api_registers_no_model_and_no_code_from_outside_the_model_store(stack):
-    # enable_model_api=false: registering and unregistering models is switched off.
-    for registration in ("sentiment.mar", "http://127.0.0.1:9/foreign.mar", "file:///tmp/foreign.mar"):
-        status, body = stack.management("POST", f"/models?{urlencode({'url': registration})}")
-        assert status == 405, f"{registration}: {status} {body}"
-    assert stack.management("DELETE", "/models/sentiment")[0] == 405
-    # The workflow API has no such switch in 0.12; allowed_urls refuses archives from anywhere
-    # but the model store (a read-only volume here).
+@pytest.mark.parametrize(
+    ("registration", "refusal"),
+    [
+        ("http://127.0.0.1:9/foreign.mar", "does not match any allowed URL"),
+        ("file:///tmp/foreign.mar", "does not match any allowed URL"),
+        (f"file://{MODEL_STORE}/sentiment.mar", "does not match any allowed URL"),
+        ("../../../tmp/foreign.mar", "Relative path is not allowed"),
+        ("foreign.mar", "not found"),
+    ],
+)
+def test_the_management_api_registers_only_archives_already_in_the_read_only_store(stack, registration, refusal):
+    # Registering is on (enable_model_api, for tools.model_upgrade), but only by the file name of an
+    # archive in the store: allowed_urls matches no URL, so nothing is fetched or copied in.
+    status, body = stack.management("POST", f"/models?url={quote(registration, safe='')}")
+    assert status == 404, body
+    assert refusal.lower() in json.loads(body)["message"].lower()
+
+
+def test_the_workflow_api_loads_nothing_and_only_store_archives_are_registered(stack):
+    # The workflow API has no switch of its own in 0.12; allowed_urls refuses its archives too.
     for archive in ("http://127.0.0.1:9/foreign.war", "file:///tmp/foreign.war", "https://127.0.0.1:9/foreign.mar"):
-        status, body = stack.management("POST", f"/workflows?{urlencode({'url': archive})}")
+        status, body = stack.management("POST", f"/workflows?url={quote(archive, safe='')}")
         assert 400 <= status < 500, f"{archive}: {status} {body}"
     assert json.loads(stack.management("GET", "/workflows")[1]) == {"workflows": []}
-    assert json.loads(stack.management("GET", "/models")[1]) == {
-        "models": [{"modelName": "sentiment", "modelUrl": "sentiment.mar"}]
-    }
+    status, body = stack.management("GET", "/models")
+    assert status == 200
+    models = json.loads(body)["models"]
+    assert all(re.fullmatch(r"sentiment(-[0-9a-f]{12})?\.mar", model["modelUrl"]) for model in models), body
 
 
 # Run in a facade container: each (method, URL) once; its status, or the kind of failure.

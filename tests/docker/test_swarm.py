@@ -82,6 +82,18 @@ class SwarmStack:
                 seen.add(response.headers["X-Container-ID"])
         return seen
 
+    def logs_since(self, moment, services=("app", "torchserve")):
+        """Return the services' log lines since `moment` (a `docker service logs --since` value): for failures."""
+        logs = []
+        for service in services:
+            found = run(
+                ["docker", "service", "logs", "--timestamps", "--since", moment, f"{self.name}_{service}"],
+                check=False,
+                timeout=60,
+            )
+            logs.append(f"--- {service} ---\n{(found.stdout + found.stderr)[-6000:]}")
+        return "\n".join(logs)
+
     def wait_until(self, predicate, timeout_s, what):
         """Poll `predicate` every 0.5 s; fail with `what` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
@@ -109,6 +121,11 @@ def swarm(standin_model_dir, tmp_path_factory):
         stack.make("swarm-down", check=False)
         if state_before == "inactive" and swarm_state() != "inactive":
             run(["docker", "swarm", "leave", "--force"], check=False)
+
+
+def engine_now():
+    """Return the current time as `docker service logs --since` takes it (RFC 3339, UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
 
 
 class Load:
@@ -195,6 +212,7 @@ def test_swarm_scale_app_3_shows_three_facades_through_nginx_within_30_requests(
 
 def test_scaling_facades_1_to_3_to_1_under_load_loses_no_request(swarm):
     swarm.make("swarm-scale", "APP=1", "WORKERS=1")
+    started = engine_now()
     with steady_load(swarm.url) as load:
         for replicas in (3, 1):
             swarm.make("swarm-scale", f"APP={replicas}")
@@ -202,12 +220,13 @@ def test_scaling_facades_1_to_3_to_1_under_load_loses_no_request(swarm):
             # nginx re-resolves every 2 s: the load meets the new set of replicas.
             keep_loading_past(load, time.monotonic() + 3)
 
-    assert load.failures == []
+    assert load.failures == [], swarm.logs_since(started)
 
 
 def test_a_rolling_restart_of_the_facades_under_load_loses_no_request(swarm):
     swarm.make("swarm-scale", "APP=2")
     before = set(swarm.containers("app"))
+    started = engine_now()
     with steady_load(swarm.url) as load:
         run(["docker", "service", "update", "--force", "--detach", f"{swarm.name}_app"])
         swarm.wait_until(
@@ -217,7 +236,7 @@ def test_a_rolling_restart_of_the_facades_under_load_loses_no_request(swarm):
         )
         keep_loading_past(load, time.monotonic() + 3)
 
-    assert load.failures == []
+    assert load.failures == [], swarm.logs_since(started)
 
 
 def healthy(container):
@@ -227,7 +246,7 @@ def healthy(container):
 
 
 def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_three_times(swarm, capsys):
-    figures = []
+    figures, ready = [], []
     with steady_load(swarm.url) as load:
         for _ in range(3):
             swarm.wait_until(
@@ -240,6 +259,7 @@ def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_th
             run(["docker", "kill", victim])
             # Past the facades' next DNS lookup (every 5 s), with answers from the survivor.
             keep_loading_past(load, killed + 6)
+            ready.append(requests.get(f"{swarm.url}/readyz", timeout=10).status_code)
             swarm.wait_until(lambda v=victim: v not in swarm.containers("torchserve"), 60, "the killed task gone")
             figures.append(
                 (len(load.answered) - sent_before, len(load.failures) - lost_before, max(load.took[sent_before:]))
@@ -252,6 +272,7 @@ def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_th
 
     assert load.failures == []
     assert len(figures) == 3
+    assert ready == [200, 200, 200]
 
 
 def test_swarm_down_leaves_nothing_of_the_stack(swarm):

@@ -105,3 +105,21 @@ def keyed_stack(tmp_path_factory, serving_model_dir):
         settings = started_stack(work_dir, serving_model_dir, started)
     yield settings
     stop_stack(settings, started)
+
+
+@pytest.fixture(scope="module")
+def two_torchserves(tmp_path_factory, serving_model_dir):
+    """[(settings, process)] of two TorchServes serving one archive, each on its own ports."""
+    store = tmp_path_factory.mktemp("model-store")
+    build_archive(serving_model_dir, store)
+    started = []
+    try:
+        for _ in range(2):
+            settings = private_torchserve(tmp_path_factory.mktemp("torchserve"), store)
+            started.append((settings, start_torchserve(settings)))
+        yield started
+    finally:
+        for _, process in started:
+            stop_torchserve(process.pid)
+            process.wait(timeout=10)
+            assert group_members(process.pid) == []

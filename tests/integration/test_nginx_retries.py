@@ -7,6 +7,7 @@ timeout comes from the facade's read timeout, set low here (1 s, so nginx waits 
 
 import dataclasses
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,6 +60,35 @@ class CountingFacade(BaseHTTPRequestHandler):
         pass
 
 
+class SilentAddress:
+    """A port whose connections are never made: a listener with a full accept queue that never
+    accepts, so the kernel drops every new SYN, as packets to a removed container's address go
+    nowhere. It holds the sockets that fill the queue until it is closed."""
+
+    def __init__(self, port):
+        self.posts, self.name = 0, f"silent-{port}"
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(0)
+        self.fillers = []
+        while True:
+            filler = socket.socket()
+            filler.settimeout(0.5)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except TimeoutError:
+                filler.close()
+                break
+            self.fillers.append(filler)
+
+    def shutdown(self):
+        pass
+
+    def server_close(self):
+        for sock in (*self.fillers, self.listener):
+            sock.close()
+
+
 def counting_facade(port, mode):
     """Start a CountingFacade on `port` in a thread; return the server."""
     server = ThreadingHTTPServer(("127.0.0.1", port), CountingFacade)
@@ -76,7 +106,11 @@ def nginx_before(tmp_path):
 
     def start(*modes):
         settings = dataclasses.replace(private_stack(tmp_path), facade=FACADE)
-        facades = [counting_facade(port, mode) for port, mode in zip(settings.facade_ports, modes, strict=True) if mode]
+        facades = [
+            SilentAddress(port) if mode == "silent" else counting_facade(port, mode)
+            for port, mode in zip(settings.facade_ports, modes, strict=True)
+            if mode
+        ]
         started.extend(facades)
         nginx = start_nginx(settings)
         started.append(nginx)
@@ -91,7 +125,7 @@ def nginx_before(tmp_path):
 
     yield start
     for thing in started:
-        if isinstance(thing, ThreadingHTTPServer):
+        if isinstance(thing, ThreadingHTTPServer | SilentAddress):
             thing.shutdown()
             thing.server_close()
         else:
@@ -143,6 +177,17 @@ def test_a_post_to_a_facade_that_refuses_connections_goes_to_the_other_one(nginx
     url, (live,) = nginx_before(None, "answer")
 
     answers = [requests.post(url, json={"text": "fine"}, timeout=10) for _ in range(6)]
+
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert {answer.json()["container_id"] for answer in answers} == {live.name}
+    assert live.posts == 6
+
+
+def test_a_post_to_an_address_where_connections_go_nowhere_goes_to_the_other_facade(nginx_before):
+    # A facade Docker removed while nginx still had its address from DNS: no refusal ever comes.
+    url, (_silent, live) = nginx_before("silent", "answer")
+
+    answers = [requests.post(url, json={"text": "fine"}, timeout=4 * NGINX_READ_TIMEOUT_S) for _ in range(6)]
 
     assert [answer.status_code for answer in answers] == [200] * 6
     assert {answer.json()["container_id"] for answer in answers} == {live.name}

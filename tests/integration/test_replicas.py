@@ -10,31 +10,10 @@ import pytest
 from facade.errors import UpstreamError
 from facade.predictor import TorchServeClient
 from facade.settings import Settings
-from stack.private import build_archive, private_torchserve
-from stack.processes import group_members
-from stack.torchserve import start_torchserve, stop_torchserve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIENTS = 3
-
-
-@pytest.fixture(scope="module")
-def two_torchserves(tmp_path_factory, serving_model_dir):
-    """[(settings, process)] of two TorchServes serving one archive, each on its own ports."""
-    store = tmp_path_factory.mktemp("model-store")
-    build_archive(serving_model_dir, store)
-    started = []
-    try:
-        for _ in range(2):
-            settings = private_torchserve(tmp_path_factory.mktemp("torchserve"), store)
-            started.append((settings, start_torchserve(settings)))
-        yield started
-    finally:
-        for _, process in started:
-            stop_torchserve(process.pid)
-            process.wait(timeout=10)
-            assert group_members(process.pid) == []
 
 
 def steady_classify(client, stop):

@@ -11,7 +11,15 @@ import pytest
 from facade.info import DESCRIBE_HEADER
 from facade.settings import Settings
 from facade.tokens import too_many_tokens_message
-from stack.launcher import StackSettings, facade_env, nginx_config, nginx_defaults, nginx_settings, proxy_read_timeout
+from stack.launcher import (
+    NGINX_DIR,
+    StackSettings,
+    facade_env,
+    nginx_config,
+    nginx_defaults,
+    nginx_settings,
+    proxy_read_timeout,
+)
 from stack.torchserve import TorchServeSettings
 from tests.unit.test_docker_files import env_defaults
 from tools.torchserve_config import model_name, properties
@@ -45,6 +53,13 @@ def test_nginx_waits_for_a_facade_longer_than_the_facade_waits_for_torchserve():
     for facade in (Settings(), Settings(read_timeout_s=60.0), Settings(read_timeout_s=1.0, connect_timeout_s=3.0)):
         seconds = int(proxy_read_timeout(facade).removesuffix("s"))
         assert seconds > 2 * facade.connect_timeout_s + facade.read_timeout_s
+
+
+def test_nginx_never_retries_a_request_whose_answer_timed_out():
+    template = (NGINX_DIR / "nginx.conf.template").read_text()
+    [retry_window_ms] = re.findall(r"proxy_next_upstream_timeout (\d+)ms;", template)
+    for facade in (Settings(), Settings(read_timeout_s=0.1, connect_timeout_s=0.1)):
+        assert int(proxy_read_timeout(facade).removesuffix("s")) * 1000 > int(retry_window_ms)
 
 
 def test_the_nginx_images_read_timeout_follows_the_facades_default_read_timeout():

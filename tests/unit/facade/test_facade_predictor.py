@@ -73,8 +73,10 @@ class StubTorchServe:
 
             def reply(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path = self.path + (DESCRIBE if self.headers.get("X-Sentiment-Describe") else "")
-                stub.received.append((self.command, path, dict(self.headers), body))
+                marker = DESCRIBE if self.headers.get("X-Sentiment-Describe") else ""
+                stub.received.append((self.command, self.path + marker, dict(self.headers), body))
+                # A version named in the path (/predictions/<model>/<version>) is the one it stamps.
+                path = self.path.removesuffix(f"/{STUB_VERSION}") + marker
                 scripted = stub.answers.get(
                     (self.command, path), (404, {"code": 404, "type": "ModelNotFoundException"}, 0, False)
                 )
@@ -453,6 +455,15 @@ def test_a_large_request_goes_as_jobs_of_at_most_1024_tokens_one_at_a_time_in_or
     results = ts_client.classify(["a b c " * 21 + "x"] * 64, "rid-4")
     assert [len(json.loads(body)["texts"]) for _, _, _, body in torchserve.received] == list(jobs)
     assert [result["score"] for result in results] == [0.15] * 60 + [0.04] * 4
+
+
+def test_the_jobs_after_the_first_go_to_the_version_that_answered_it(torchserve, ts_client):
+    # A model upgrade may switch TorchServe's default version between two jobs of one request.
+    answer = {"results": [{"label": "POSITIVE", "score": 0.9}] * 15, "tokens": 1000}
+    torchserve.answer("POST", "/predictions/sentiment", body=answer)
+    ts_client.classify(["a b c " * 21 + "x"] * 30, "rid-pinned")
+    paths = [path for _, path, _, _ in torchserve.received]
+    assert paths == ["/predictions/sentiment", f"/predictions/sentiment/{STUB_VERSION}"]
 
 
 def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, retrying_client):

@@ -123,6 +123,30 @@ def test_a_failed_lookup_keeps_the_replicas_known_before_and_a_first_one_the_nam
     assert replicas.all() == ["http://10.0.0.1:8090"]
 
 
+def test_while_one_request_waits_for_a_slow_lookup_the_others_use_the_replicas_known_before():
+    entered, release, clock = threading.Event(), threading.Event(), Clock()
+    answers = iter([["10.0.0.1"], ["10.0.0.1", "10.0.0.2"]])
+
+    def slow_dns(host, port):
+        addresses = next(answers)
+        if len(addresses) == 2:
+            entered.set()
+            release.wait(5)
+        return addresses
+
+    replicas = Replicas(["http://torchserve:8090"], 5.0, resolve=slow_dns, clock=clock)
+    replicas.all()
+    clock.now += 5.0
+    looking_up = threading.Thread(target=replicas.all)
+    looking_up.start()
+    assert entered.wait(5)
+
+    assert replicas.all() == ["http://10.0.0.1:8090"]
+    release.set()
+    looking_up.join(5)
+    assert replicas.all() == ["http://10.0.0.1:8090", "http://10.0.0.2:8090"]
+
+
 def test_several_urls_are_the_replicas_of_each_in_turn():
     replicas = Replicas(["http://127.0.0.1:9001", "http://127.0.0.1:9002/"], 5.0)
 
