@@ -151,7 +151,7 @@ class Replicas:
     def answered_describe(self, url: str) -> None:
         """Note that `url` answered a describe job: a worker of the model is loaded there."""
         with self._lock:
-            if url in self._known:
+            if url in (self._known or self._urls):  # before the first lookup ends, the names themselves
                 self._proven.add(url)
 
     def _resolved(self) -> list[str]:
