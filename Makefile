@@ -109,7 +109,7 @@ lock: install-dev ## Re-lock the images' Python dependencies from pyproject.toml
 	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX_URL=$(TORCH_INDEX_URL) $(BIN)/python -m devtools.lock
 
 .PHONY: mar
-mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION)
+mar: install ## Build model-store/sentiment.mar (MODEL_DIR=<local HF dir> or MODEL_ID/MODEL_REVISION; PRECISION=auto|fp32|int8|bf16)
 	$(BIN)/python -m tools.build_mar
 
 .PHONY: up
@@ -288,6 +288,21 @@ test-docker: install-dev ## Run the Docker tests only (builds the images, starts
 .PHONY: test-clean-machine
 test-clean-machine: install-dev ## Run README's quick start as written in fresh plain-Debian containers, as root and as a sudo user (logs in test-artifacts/)
 	$(BIN)/python -m pytest tests/docker/test_clean_machine.py
+
+# ------------------------------------------------------------------------------ Kubernetes GPU overlay
+# deploy/kubernetes/overlays/gpu runs GPU_MODEL_IMAGE: the CUDA TorchServe image plus a torch archive
+# of its own. The archive `make mar` builds by default is ONNX, which runs on the CPU only (the
+# onnxruntime wheel has no CUDA): a GPU pod must never get it. build.sh refuses it (REQUIRE_RUNTIME).
+GPU_TORCHSERVE_IMAGE ?= sentiment-torchserve:cuda
+GPU_MODEL_IMAGE ?= sentiment-torchserve-model:cuda
+GPU_MODEL_STORE ?= model-store/gpu
+GPU_PRECISION ?= fp32
+
+.PHONY: gpu-model-image
+gpu-model-image: install ## Build the GPU overlay's model image: a torch archive (GPU_PRECISION=fp32|bf16) on GPU_TORCHSERVE_IMAGE
+	RUNTIME=torch PRECISION=$(GPU_PRECISION) MODEL_STORE=$(GPU_MODEL_STORE) $(BIN)/python -m tools.build_mar
+	TORCHSERVE_IMAGE=$(GPU_TORCHSERVE_IMAGE) MODEL_IMAGE=$(GPU_MODEL_IMAGE) REQUIRE_RUNTIME=torch \
+		bash deploy/model-image/build.sh $(GPU_MODEL_STORE)/sentiment.mar
 
 # ------------------------------------------------------------------------------------------- Swarm
 # deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in

@@ -68,7 +68,7 @@ def write_bodies(texts, path):
 WRK_TIMEOUT_S = 120
 # How long a drain may take: the requests wrk abandoned at the end of a run still run to the end.
 DRAIN_TIMEOUT_S = 300
-# The drain's probe requests carry this ID, so their batches are left out of the histogram.
+# The drain's probe requests carry this ID, so the logs tell them from the load.
 DRAIN_REQUEST_ID = "bench-drain"
 
 
@@ -129,19 +129,35 @@ def start_wrk(url, bodies_file, concurrency, duration_s, timeout_s=WRK_TIMEOUT_S
         "--",
         str(bodies_file),
     ]
+    # Status counts on: only 2xx answers count as served (served_and_errors).
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "WRK_STATUS_COUNTS": "1"},
     )
 
 
+def served_and_errors(summary):
+    """Return (2xx answers, errors) of a wrk summary counted with WRK_STATUS_COUNTS=1.
+
+    Errors: every answer that was not 2xx (wrk's own errors_status counts only >= 400) plus
+    timeouts and broken connections, which have no answer at all.
+    """
+    served = summary["status_2xx"]
+    no_answer = sum(summary.get(f"errors_{kind}", 0) for kind in ("connect", "read", "write", "timeout"))
+    return served, summary["requests"] - served + no_answer
+
+
 def wrk_summary(process):
-    """Wait for wrk and return its summary (requests, errors, latency percentiles in µs)."""
+    """Wait for wrk and return its summary (requests, 2xx answers, errors, latency percentiles in µs)."""
     output, _ = process.communicate()
     for line in output.splitlines():
         if line.startswith("WRK_JSON "):
             summary = json.loads(line.removeprefix("WRK_JSON "))
-            # Timeouts, non-2xx answers (errors_status: every status >= 400) and broken connections.
-            summary["errors"] = sum(value for key, value in summary.items() if key.startswith("errors_"))
+            summary["served"], summary["errors"] = served_and_errors(summary)
             return summary
     raise RuntimeError(f"wrk failed ({process.returncode}): {output}")
 
@@ -169,54 +185,95 @@ def drain(url, bodies_file, timeout_s=DRAIN_TIMEOUT_S):
     raise RuntimeError(f"{url} still had not answered a probe request {timeout_s} s after a load point")
 
 
-def log_size(path):
-    """Return the current size of a log file (0 if it does not exist yet)."""
-    try:
-        return Path(path).stat().st_size
-    except OSError:
-        return 0
+SAMPLE = re.compile(r"^(?P<name>\w+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+BATCH_METRIC = "sentiment_batch_requests"
 
 
-def log_lines_since(path, offset):
-    """Return the lines appended to a log file since `offset`."""
-    if path is None:
-        return []
-    with Path(path).open("rb") as stream:
-        stream.seek(offset)
-        return stream.read().decode("utf-8", errors="replace").splitlines()
+def histogram_snapshot(metrics_text, name=BATCH_METRIC, model="sentiment"):
+    """Return {"buckets": {le: cumulative count}, "sum": s, "count": n} of one model histogram in Prometheus text."""
+    snapshot = {"buckets": {}, "sum": 0.0, "count": 0.0}
+    for line in metrics_text.splitlines():
+        sample = SAMPLE.match(line)
+        if not sample or not sample.group("name").startswith(name + "_"):
+            continue
+        labels = dict(LABEL.findall(sample.group("labels")))
+        if labels.get("ModelName") != model:
+            continue
+        kind, value = sample.group("name").removeprefix(name + "_"), float(sample.group("value"))
+        if kind == "bucket" and "le" in labels:
+            snapshot["buckets"][labels["le"]] = value
+        elif kind in ("sum", "count"):
+            snapshot[kind] = value
+    return snapshot
 
 
-BATCH_FIELD = re.compile(r"\brequest_id=(\S+) texts=\d+(?: tokens=\d+)? status=\d+(?: code=\S+)? batch=(\d+)\b")
+def bucket_label(lower, upper):
+    """Return the whole batch sizes a Prometheus bucket (lower, upper] holds, e.g. '3-5', '2', '>10'."""
+    if upper == "+Inf":
+        return f">{lower:g}"
+    low, high = math.floor(lower) + 1, math.floor(float(upper))
+    return f"{low}" if low == high else f"{low}-{high}"
 
 
-def batch_histogram(lines):
-    """Return {requests per batch: number of batches} from the handler's per-request log lines.
+def batch_figures(before, after):
+    """Return the batches the handler recorded between two snapshots: counts per size range and the mean.
 
-    The handler logs one `request_id=... texts=N status=N batch=N` line per request, so a
-    batch of n requests leaves n lines with batch=n.
+    Requests per batch, from the handler's own histogram (TorchServe's default buckets, so sizes
+    come in ranges: 1, 2, 3-5, 6-7, 8-10, >10); the mean is exact (sum / count).
     """
-    requests_per_size = {}
-    for line in lines:
-        match = BATCH_FIELD.search(line)
-        if match and match.group(1) != DRAIN_REQUEST_ID:
-            size = int(match.group(2))
-            requests_per_size[size] = requests_per_size.get(size, 0) + 1
-    return {size: math.ceil(count / size) for size, count in sorted(requests_per_size.items())}
-
-
-def batch_figures(histogram):
-    """Return the batch-size histogram with its mean per batch and per request."""
-    batches = sum(histogram.values())
-    requests = sum(size * count for size, count in histogram.items())
+    batches = after["count"] - before["count"]
+    histogram, lower, below = {}, 0.0, 0.0
+    ordered = sorted(after["buckets"], key=lambda le: math.inf if le == "+Inf" else float(le))
+    for le in ordered:
+        cumulative = after["buckets"][le] - before["buckets"].get(le, 0.0)
+        if cumulative - below > 0:
+            histogram[bucket_label(lower, le)] = round(cumulative - below)
+        below, lower = cumulative, (math.inf if le == "+Inf" else float(le))
     return {
-        "histogram": {str(size): count for size, count in histogram.items()},
-        "batches": batches,
-        "mean_per_batch": round(requests / batches, 1) if batches else None,
-        # What a request sees: the size of the batch it ran in, on average.
-        "mean_per_request": round(sum(size * size * n for size, n in histogram.items()) / requests, 1)
-        if requests
-        else None,
+        "histogram": histogram,
+        "batches": round(batches),
+        "mean_per_batch": round((after["sum"] - before["sum"]) / batches, 1) if batches > 0 else None,
     }
+
+
+def batch_snapshot(metrics_url):
+    """Return the handler's batch histogram as TorchServe's metrics port serves it now."""
+    import requests
+
+    return histogram_snapshot(requests.get(f"{metrics_url}/metrics", timeout=10).text)
+
+
+def cpu_times():
+    """Return the machine's CPU time counters (the `cpu` line of /proc/stat: user nice system idle ... steal ...)."""
+    try:
+        return [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, IndexError, ValueError):
+        return []
+
+
+STEAL_FIELD = 7  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
+
+
+def steal_share(before, after):
+    """Return the share of CPU time the hypervisor gave to other guests between two cpu_times(), or None.
+
+    guest and guest_nice are already counted in user and nice, so they are left out of the total.
+    """
+    if len(before) <= STEAL_FIELD or len(after) <= STEAL_FIELD:
+        return None
+    deltas = [a - b for a, b in zip(after[:8], before[:8], strict=True)]
+    total = sum(deltas)
+    return round(deltas[STEAL_FIELD] / total, 3) if total > 0 else None
+
+
+def busy_share(before, after):
+    """Return the share of all CPU time that was busy (not idle or iowait) between two cpu_times(), or None."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    deltas = [a - b for a, b in zip(after[:8], before[:8], strict=True)]
+    total = sum(deltas)
+    return round(1 - (deltas[3] + deltas[4]) / total, 3) if total > 0 else None
 
 
 def run_wrk(url, bodies_file, concurrency, duration_s, components=None):
@@ -229,7 +286,7 @@ def run_wrk(url, bodies_file, concurrency, duration_s, components=None):
     return summary, sampler.usage
 
 
-def measure(url, bodies_file, concurrency, rule, components, model_log=None):
+def measure(url, bodies_file, concurrency, rule, components, metrics_url=None):
     """Warm up, then load `url` as long as `rule` asks while sampling `components`; return the point.
 
     The warm-up's p50 sets the first duration; if the point's own p50 asks for more, it runs
@@ -241,8 +298,10 @@ def measure(url, bodies_file, concurrency, rule, components, model_log=None):
         concurrency, warmup["requests"], warmup["duration_us"] / 1e6, warmup["p50_us"] / 1000
     )
     for attempt in range(2):
-        offset = log_size(model_log) if model_log else 0
+        batches_before = batch_snapshot(metrics_url) if metrics_url else None
+        cpu_before, load_before = cpu_times(), os.getloadavg()[0]
         summary, usage = run_wrk(url, bodies_file, concurrency, duration_s, components)
+        cpu_after = cpu_times()
         drain(url, bodies_file)
         p50_ms = summary["p50_us"] / 1000
         needed_s = rule.next_duration_s(concurrency, summary["requests"], summary["duration_us"] / 1e6, p50_ms)
@@ -257,18 +316,25 @@ def measure(url, bodies_file, concurrency, rule, components, model_log=None):
         "valid": invalid is None,
         "invalid_reason": invalid,
         "requests": summary["requests"],
+        "served": summary["served"],
         "errors": summary["errors"],
         "errors_by_kind": {
             key.removeprefix("errors_"): value for key, value in summary.items() if key.startswith("errors_") and value
         },
-        "requests_per_s": round(summary["requests"] / seconds, 1),
+        # 2xx answers only: an error answered fast is not throughput.
+        "requests_per_s": round(summary["served"] / seconds, 1),
         "p50_ms": p50_ms,
         "p95_ms": summary["p95_us"] / 1000,
         "p99_ms": summary["p99_us"] / 1000,
         "resources": usage,
+        # The machine during the point: steal (CPU the hypervisor gave other guests), busy share, load.
+        "steal_share": steal_share(cpu_before, cpu_after),
+        "busy_share": busy_share(cpu_before, cpu_after),
+        "load_avg": round(max(load_before, os.getloadavg()[0]), 2),
     }
-    if model_log:
-        point["batches"] = batch_figures(batch_histogram(log_lines_since(model_log, offset)))
+    if metrics_url:
+        # After the drain: the requests wrk abandoned (and the probe) ran in batches the histogram counts too.
+        point["batches"] = batch_figures(batches_before, batch_snapshot(metrics_url))
     return point
 
 

@@ -4,7 +4,7 @@
 -- With WRK_STATUS_COUNTS=1 in the environment it also counts responses by status (2xx, 4xx,
 -- 503, other 5xx, anything else) and adds them to the summary as status_*; wrk's own
 -- errors_status lumps every status >= 400 together. Counting makes wrk read every response's
--- headers and body, so it is off by default (make bench measures without it).
+-- headers and body; bench/load.py always turns it on, since only 2xx answers count as served.
 
 local bodies = {}
 local counter = 0

@@ -9,14 +9,19 @@ single-text requests by wrk (closed loop) at several concurrencies, after a warm
   service     the full service: nginx -> facade (Gunicorn) -> TorchServe
   original    the original design: Flask + a transformers pipeline per request in Gunicorn
               sync workers, behind the same nginx
-Each point runs at least 20 x its p50 and the floor (15 s), after its warm-up, and starts once
-the previous point's abandoned requests are done; one that cannot within the cap is INVALID.
+In-process figures are whole passes over all 872 sentences (the median of --passes, 3). Each load
+point runs at least 20 x its p50 and the floor (15 s), after its warm-up, and starts once the
+previous point's abandoned requests are done; one that cannot within the cap is INVALID. Only 2xx
+answers count as throughput. The service of each stack mode and the original design then take
+turns at concurrency 32, ROUNDS times each, in one run (both running, only one loaded at a time):
+the ratio is of their medians, and the range is kept.
 Accuracy of each mode is measured on SST-2 dev through TorchServe with the trained test model
 (skipped with --quick). Results: bench/results/<timestamp>.json, bench/results/latest.md and
 bench/results/latest.png. --tune sweeps the batching settings instead (bench/tune.py).
 """
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -30,9 +35,18 @@ from pathlib import Path
 from bench.inprocess import in_process_point, loaded_handler
 from bench.load import DEV_TSV, PointRule, labelled_sentences, measure, write_bodies
 from bench.machine import has_fast_bf16, machine_info
-from bench.modes import Mode, default_mode, handler_runtimes, offered_modes
+from bench.modes import Mode, default_mode, handler_runtimes, int8_mode, offered_modes
 from bench.report import headline, write_markdown, write_plot
-from bench.serving import CONCURRENCIES, PROJECT_DIR, RESULTS_DIR, WORK_DIR, archive, print_point, stack_points
+from bench.serving import (
+    CONCURRENCIES,
+    PROJECT_DIR,
+    RESULTS_DIR,
+    WORK_DIR,
+    archive,
+    print_point,
+    service_components,
+    stack_points,
+)
 from stack.launcher import StackSettings, down, start_nginx, up
 from stack.models import TEST_MODEL_DIR, timing_model
 from stack.private import free_port, private_stack, private_torchserve
@@ -42,6 +56,10 @@ from stack.torchserve import start_torchserve, stop_torchserve
 FULL_RULE = PointRule(floor_s=15, p50_factor=20, cap_s=180, warmup_s=5)
 # Quick: the same 20 x p50 rule with a 5 s floor and a 45 s cap; a check that it all runs.
 QUICK_RULE = PointRule(floor_s=5, p50_factor=20, cap_s=45, warmup_s=2)
+# The service and the original design take turns at this concurrency, ROUNDS times each.
+TURN_CONCURRENCY = 32
+ROUNDS = 3
+PASSES = 3
 
 
 def extracted_archive(model_dir, mode):
@@ -55,76 +73,93 @@ def extracted_archive(model_dir, mode):
     return target
 
 
-def in_process_points(model_dir, mode, texts, batch_sizes, duration_s):
+def in_process_points(model_dir, mode, texts, batch_sizes, passes):
     """Return the in-process points of one mode: each batch size, then batch 32 sorted by length.
 
     The handler loads what the archive holds (an exported ONNX model, say), as in TorchServe.
     """
     handler = loaded_handler(extracted_archive(model_dir, mode), mode)
-    points = [in_process_point(handler, texts, size, duration_s) for size in batch_sizes]
-    points.append(in_process_point(handler, texts, 32, duration_s, sort_by_length=True))
+    points = [in_process_point(handler, texts, size, passes) for size in batch_sizes]
+    points.append(in_process_point(handler, texts, 32, passes, sort_by_length=True))
     del handler
     gc.collect()
     return points
 
 
-def service_points(model_dir, mode, bodies, rule, model_config=None, work=None):
-    """Start the whole stack in `mode`; load TorchServe directly, then the service through nginx."""
-    work = work or WORK_DIR / f"stack-{mode.runtime}-{mode.precision}"
-    # A fresh log per stack: the batch histogram reads the handler's lines of each point.
+def service_points(model_dir, mode, bodies, rule, original, rounds):
+    """Start the whole stack in `mode`; load TorchServe directly, then the service through nginx;
+    then the service and the (running) original design in turns at concurrency 32.
+
+    Returns (points, {"service": [points], "original": [points]} of the turns).
+    """
+    work = WORK_DIR / f"stack-{mode.runtime}-{mode.precision}"
     shutil.rmtree(work / "logs", ignore_errors=True)
     settings = private_stack(work)
-    archive(model_dir, settings.torchserve.model_store, mode, model_config)
+    archive(model_dir, settings.torchserve.model_store, mode)
     up(settings)
     try:
-        return stack_points(settings, mode, bodies, rule)
+        points = stack_points(settings, mode, bodies, rule)
+        turns = {"service": [], "original": []}
+        components = service_components(settings)
+        # The turns are a headline: even a quick run gives them the full cap, so that the original
+        # design's p50 of seconds at c=32 still gets its 20 x p50.
+        rule = dataclasses.replace(rule, cap_s=max(rule.cap_s, FULL_RULE.cap_s))
+        for turn in range(rounds):
+            print(f"  turn {turn + 1} of {rounds} at c={TURN_CONCURRENCY}:", flush=True)
+            point = measure(settings.url, bodies, TURN_CONCURRENCY, rule, components, settings.torchserve.metrics_url)
+            turns["service"].append({"system": "service", "mode": mode.name, **point})
+            print_point("service", mode.name, point)
+            point = measure(original.url, bodies, TURN_CONCURRENCY, rule, original.components)
+            turns["original"].append({"system": "original", "mode": "torch fp32", **point})
+            print_point("original", "torch fp32", point)
+        return points, turns
     finally:
         down(settings, quiet=True)
 
 
-def original_points(model_dir, bodies, rule):
-    """Run the original design (Flask + pipeline per request, 2 sync workers) behind nginx."""
-    work = WORK_DIR / "original"
-    port = free_port()
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "ORIGINAL_TORCH_THREADS": "1"}
-    original = start_group(
-        [
-            str(gunicorn),
-            "-w",
-            "2",
-            "-k",
-            "sync",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            "bench.original_app:create_app()",
-        ],
-        env=env,
-        log_path=work / "logs" / "original.log",
-        cwd=PROJECT_DIR,
-    )
-    settings = StackSettings(
-        http_port=free_port(), replicas=1, facade_base_port=port, run_dir=work / "run", log_dir=work / "logs"
-    )
-    nginx = start_nginx(settings)
-    try:
-        # A GET on the POST-only route answers 405 once a worker has loaded its pipeline.
-        wait_until(
-            lambda: http_status(settings.url) == 405, timeout_s=120, what="the original design", log_path=work / "logs"
+class OriginalDesign:
+    """The original design (Flask + pipeline per request, 2 sync workers) behind nginx, running."""
+
+    def __init__(self, model_dir):
+        work = WORK_DIR / "original"
+        port = free_port()
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        env = {**os.environ, "MODEL_DIR": str(model_dir), "ORIGINAL_TORCH_THREADS": "1"}
+        command = [str(gunicorn), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "--timeout", "120"]
+        self.process = start_group(
+            [*command, "bench.original_app:create_app()"],
+            env=env,
+            log_path=work / "logs" / "original.log",
+            cwd=PROJECT_DIR,
         )
+        settings = StackSettings(
+            http_port=free_port(), replicas=1, facade_base_port=port, run_dir=work / "run", log_dir=work / "logs"
+        )
+        self.nginx = start_nginx(settings)
+        self.url = settings.url
+        self.components = {"original": [self.process.pid], "nginx": [self.nginx.pid]}
+        # A GET on the POST-only route answers 405 once a worker has loaded its pipeline.
+        logs = work / "logs"
+        try:
+            wait_until(lambda: http_status(self.url) == 405, timeout_s=120, what="the original design", log_path=logs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def points(self, bodies, rule):
+        """Return the original design's load points at every concurrency."""
         points = []
         for concurrency in CONCURRENCIES:
-            point = measure(settings.url, bodies, concurrency, rule, {"original": [original.pid], "nginx": [nginx.pid]})
+            point = measure(self.url, bodies, concurrency, rule, self.components)
             points.append({"system": "original", "mode": "torch fp32", **point})
             print_point("original", "torch fp32", point)
         return points
-    finally:
-        stop_group(nginx.pid)
-        stop_group(original.pid)
-        nginx.wait()
-        original.wait()
+
+    def stop(self):
+        """Stop nginx and the Gunicorn workers."""
+        for process in (self.nginx, self.process):
+            stop_group(process.pid)
+            process.wait()
 
 
 def accuracy(modes, labelled):
@@ -161,7 +196,9 @@ def parse_args(argv):
     """Return the command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="default mode and torch fp32 only, 5 s floor, no accuracy (minutes)"
+        "--quick",
+        action="store_true",
+        help="default mode and int8 only, batch 1 and 32, 5 s floor, no accuracy (minutes)",
     )
     parser.add_argument(
         "--modes",
@@ -171,6 +208,10 @@ def parse_args(argv):
     parser.add_argument(
         "--stack-modes", help="modes served through TorchServe and the service (default: fp32 of every runtime)"
     )
+    parser.add_argument(
+        "--passes", type=int, default=PASSES, help="whole passes over the sentences per in-process figure (median)"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="turns of service and original design at c=32")
     parser.add_argument("--tune", action="store_true", help="sweep batchSize, maxBatchDelay, workers x threads")
     return parser.parse_known_args(argv)
 
@@ -181,13 +222,15 @@ def chosen_modes(args, default):
     if args.modes:
         in_process = [Mode.parse(text) for text in args.modes.split(",")]
     elif args.quick:
-        in_process = [Mode("torch", "fp32")]
+        in_process = [int8_mode(runtimes)]
     else:
         in_process = offered_modes(runtimes, has_fast_bf16(machine_info()["vector_extensions"]))
     if args.stack_modes:
         stacks = [Mode.parse(text) for text in args.stack_modes.split(",")]
     else:
-        stacks = [] if args.quick else [Mode(runtime, "fp32") for runtime in runtimes]
+        # int8 served too: the c=32 target against the original design has an int8 figure.
+        fp32 = [] if args.quick else [Mode(runtime, "fp32") for runtime in runtimes]
+        stacks = [*fp32, int8_mode(runtimes)]
     with_default = [default, *(mode for mode in in_process if mode != default)]
     return with_default, [default, *(mode for mode in stacks if mode != default)]
 
@@ -202,7 +245,6 @@ def main(argv=None):
     if rest:
         sys.exit(f"error: unknown arguments {rest}")
     rule = QUICK_RULE if args.quick else FULL_RULE
-    in_process_s = 4 if args.quick else 8
     batch_sizes = (1, 32) if args.quick else (1, 8, 16, 32, 64)
     default = default_mode()
     in_process_modes, stack_modes = chosen_modes(args, default)
@@ -219,30 +261,48 @@ def main(argv=None):
         "quick": args.quick,
         "machine": machine_info(),
         "rule": rule.__dict__,
+        "passes": args.passes,
+        "rounds": args.rounds,
         "default_mode": default.name,
         "in_process": {},
         "points": [],
+        "turns": {},
         "accuracy": {},
     }
     for mode in in_process_modes:
         print(f"in-process {mode.name} ...", flush=True)
-        points = in_process_points(timing_model_dir, mode, texts, batch_sizes, in_process_s)
+        points = in_process_points(timing_model_dir, mode, texts, batch_sizes, args.passes)
         results["in_process"][mode.name] = points
         for point in points:
             label = f"{point['batch_size']}{' sorted' if point['sorted'] else ''}"
-            print(f"  batch {label:<9} {point['sentences_per_s']:>7.1f} sentences/s", flush=True)
-    for mode in stack_modes:
-        print(f"stack {mode.name} ...", flush=True)
-        results["points"] += service_points(timing_model_dir, mode, bodies, rule)
-    print("the original design ...", flush=True)
-    results["points"] += original_points(timing_model_dir, bodies, rule)
+            low, high = point["range_sentences_per_s"]
+            print(
+                f"  batch {label:<9} {point['sentences_per_s']:>7.1f} sentences/s (median of {point['passes']} "
+                f"whole passes over {point['sentences']} sentences, {low}-{high}; steal {point['steal_share']})",
+                flush=True,
+            )
+    print("the original design (kept running for the turns at c=32) ...", flush=True)
+    original = OriginalDesign(timing_model_dir)
+    try:
+        for mode in stack_modes:
+            print(f"stack {mode.name} ...", flush=True)
+            points, turns = service_points(timing_model_dir, mode, bodies, rule, original, args.rounds)
+            results["points"] += points
+            results["turns"][mode.name] = turns
+        print("the original design ...", flush=True)
+        results["points"] += original.points(bodies, rule)
+    finally:
+        original.stop()
     if not args.quick and DEV_TSV.is_file():
         print("accuracy ...", flush=True)
         results["accuracy"] = accuracy(in_process_modes, labelled)
     results["headline"] = headline(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{results['timestamp']}.json").write_text(json.dumps(results, indent=2))
+    document = json.dumps(results, indent=2)
+    (RESULTS_DIR / f"{results['timestamp']}.json").write_text(document)
+    # Beside latest.md and committed with it: the figures the docs quote, in full.
+    (RESULTS_DIR / "latest.json").write_text(document)
     write_markdown(results, RESULTS_DIR / "latest.md")
     write_plot(results, RESULTS_DIR / "latest.png")
     print((RESULTS_DIR / "latest.md").read_text())

@@ -63,22 +63,28 @@ def print_point(system, mode_name, point):
     )
     batches = point.get("batches") or {}
     batch_note = f" mean batch {batches['mean_per_batch']}" if batches.get("mean_per_batch") else ""
+    steal = point.get("steal_share")
+    machine_note = f" steal {steal:.0%} load {point.get('load_avg')}" if steal is not None else ""
     print(
         f"  {SYSTEM_NAMES[system]:<19} {mode_name:<10} c={point['concurrency']:<3} {figures} "
-        f"errors {point['errors']} ({point['duration_s']:g} s){batch_note}",
+        f"errors {point['errors']} ({point['duration_s']:g} s){batch_note}{machine_note}",
         flush=True,
     )
 
 
-def stack_points(settings, mode, bodies, rule, concurrencies=CONCURRENCIES):
-    """Load TorchServe directly, then the service through nginx, of a running stack; return the points."""
+def service_components(settings):
+    """Return {component: [process group IDs]} of a running stack: TorchServe, the facades, nginx."""
     groups = running_groups(settings)
-    components = {
+    return {
         "torchserve": [groups["torchserve"]],
         "facade": [pgid for name, pgid in groups.items() if name.startswith("facade")],
         "nginx": [groups["nginx"]],
     }
-    model_log = settings.torchserve.log_dir / "model_log.log"
+
+
+def stack_points(settings, mode, bodies, rule, concurrencies=CONCURRENCIES):
+    """Load TorchServe directly, then the service through nginx, of a running stack; return the points."""
+    components = service_components(settings)
     targets = (
         (
             "torchserve",
@@ -90,7 +96,7 @@ def stack_points(settings, mode, bodies, rule, concurrencies=CONCURRENCIES):
     points = []
     for system, url, watched in targets:
         for concurrency in concurrencies:
-            point = measure(url, bodies, concurrency, rule, watched, model_log)
+            point = measure(url, bodies, concurrency, rule, watched, settings.torchserve.metrics_url)
             points.append({"system": system, "mode": mode.name, **point})
             print_point(system, mode.name, point)
     return points

@@ -185,8 +185,7 @@ def verdict(summary, growths, max_growth):
 
 
 def load(url, bodies, concurrency, duration_s):
-    """Run wrk with per-status counts; return its summary."""
-    os.environ["WRK_STATUS_COUNTS"] = "1"  # bench/post.lua counts answers by status class
+    """Run wrk (it counts answers by status class) and return its summary."""
     timeout_s = 30  # above nginx's proxy_read_timeout: a hang shows up as an nginx 504 first
     return wrk_summary(start_wrk(url, bodies, concurrency, duration_s, timeout_s=timeout_s))
 

@@ -7,7 +7,8 @@ An experiment, not a serving mode. For each variant of the ONNX model:
                   SST-2 *train* sentences (never dev), QDQ format, with some nodes left in fp32
 it reports SST-2 dev accuracy of the trained test model (MiniLM) and, for the rule in docs/performance.md
 (a mode may lose at most 0.5 points), the change against fp32; and sentences/s at batch 1 and
-batch 32 sorted by length on the DistilBERT-sized timing model, 2 intra-op threads.
+batch 32 sorted by length on the DistilBERT-sized timing model, 2 intra-op threads (the median of
+--passes whole passes over every dev sentence).
 Which nodes stay fp32 is measured: first the sensitivity of each group of nodes (embeddings,
 each transformer layer, the classifier head) quantized alone, then variants that keep the most
 sensitive groups in fp32. Results: bench/results/int8-<timestamp>.json and int8-latest.md.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.inprocess import pass_figures
 from bench.load import labelled_sentences
 from bench.machine import machine_info
 from stack.models import SST2_TRAIN as TRAIN_TSV
@@ -157,21 +159,21 @@ def accuracy(model_path, tokenizer, labelled):
     return round(100 * float((predicted == gold).mean()), 2)
 
 
-def sentences_per_s(model_path, tokenizer, sentences, batch_size, duration_s):
-    """Return sentences/s over `sentences` in length-sorted batches of `batch_size` for ~`duration_s`."""
+def sentences_per_s(model_path, tokenizer, sentences, batch_size, passes):
+    """Return sentences/s over every one of `sentences` in length-sorted batches of `batch_size`: the
+    median of `passes` whole passes (a run cut off by a clock would measure the shortest sentences only)."""
     model_session = session(model_path)
     batches = []
     for _, _, encoded in length_sorted_batches(tokenizer, sentences, batch_size):
         batches.append({name: np.asarray(encoded[name], dtype=np.int64) for name in INPUT_NAMES})
-    model_session.run(None, batches[0])
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < duration_s:
-        feed = batches[done % len(batches)]
-        model_session.run(None, feed)
-        done += 1
-    elapsed = time.perf_counter() - started
-    sentences_done = sum(len(batches[index % len(batches)]["input_ids"]) for index in range(done))
-    return round(sentences_done / elapsed, 1)
+    model_session.run(None, batches[len(batches) // 2])
+    pass_seconds = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        for feed in batches:
+            model_session.run(None, feed)
+        pass_seconds.append(time.perf_counter() - started)
+    return pass_figures(pass_seconds, len(sentences))["sentences_per_s"]
 
 
 def sensitivity(fp32_path, tokenizer, calibration, probe, groups, work):
@@ -215,7 +217,9 @@ def parse_args(argv):
     """Return the command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calibration", type=int, default=300, help="SST-2 train sentences to calibrate on")
-    parser.add_argument("--seconds", type=float, default=8, help="seconds per speed figure")
+    parser.add_argument(
+        "--passes", type=int, default=3, help="whole passes over the sentences per speed figure (median)"
+    )
     return parser.parse_args(argv)
 
 
@@ -270,8 +274,8 @@ def main(argv=None):
             # Same groups kept by name; the timing model's layers are its own (6 as well).
             nodes = [node for group in row["kept_fp32"] for node in timing_groups.get(group, [])]
             path = static_int8(timing_fp32, timing_work / "static.onnx", timing_tokenizer, calibration[:100], nodes)
-        row["batch1"] = sentences_per_s(path, timing_tokenizer, texts, 1, args.seconds)
-        row["batch32_sorted"] = sentences_per_s(path, timing_tokenizer, texts, 32, args.seconds)
+        row["batch1"] = sentences_per_s(path, timing_tokenizer, texts, 1, args.passes)
+        row["batch32_sorted"] = sentences_per_s(path, timing_tokenizer, texts, 32, args.passes)
         print(f"  {row['variant']}: batch 1 {row['batch1']}, batch 32 sorted {row['batch32_sorted']}", flush=True)
     results = {
         "timestamp": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),

@@ -25,6 +25,8 @@ UNKNOWN = "unknown"
 # any further one is counted as "other", so the label's cardinality stays bounded.
 MAX_VERSION_LABELS = 8
 OTHER = "other"
+# What PRECISION=auto measured, as tools/precision_gate.py records it (absent for torch archives).
+CHOICE_FIGURES = ("sample", "sentences", "flip_rate", "max_score_change", "max_flip_rate", "fp32_layers")
 
 _served_version: ContextVar[str | None] = ContextVar("served_version", default=None)
 
@@ -63,6 +65,7 @@ def info_body(settings: Settings, model: dict) -> dict:
             "runtime": str(model.get("runtime") or UNKNOWN),
             "precision": str(model.get("precision") or UNKNOWN),
             "labels": [str(label) for label in model.get("labels") or ()],
+            "precision_choice": precision_choice(model.get("precision_choice")),
         },
         "limits": {
             "max_texts": settings.max_texts,
@@ -117,6 +120,15 @@ class VersionLabels:
                 self._seen.add(version)
                 return version
         return OTHER
+
+
+def precision_choice(choice: object) -> dict | None:
+    """Return PRECISION=auto's decision as /info shows it, or None when the archive was built with a fixed precision."""
+    if not isinstance(choice, dict):
+        return None
+    texts = {key: str(choice.get(key) or UNKNOWN) for key in ("requested", "precision", "reason")}
+    figures = {key: choice[key] for key in CHOICE_FIGURES if isinstance(choice.get(key), int | float | str | list)}
+    return {**texts, **figures}
 
 
 def _count(value: object) -> int | None:

@@ -59,8 +59,9 @@ def openapi_spec(settings: Settings) -> dict:
         "/info": {
             "get": _operation(
                 "info",
-                "The model (id, revision, archive version, runtime, precision, labels) and every limit a client "
-                "must respect: texts per request, characters, tokens, timeout; the truncation modes.",
+                "The model (id, revision, archive version, runtime, precision and how auto chose it, labels) "
+                "and every limit a client must respect: texts per request, characters, tokens, timeout; "
+                "the truncation modes.",
                 {200: _response(200, "The model and its limits.", schemas.info_body(settings)), 503: _error(503)},
             )
         },

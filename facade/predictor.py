@@ -205,6 +205,10 @@ class TorchServeClient:
                     continue
             if response.status_code == 503 and _handler_error(response).get("code") == "busy":
                 deferrals += 1  # sent again at once: it now outranks the jobs that came after it
+                if deadline - time.monotonic() < MIN_RETRY_S:
+                    # Sent with almost no time left, it would end as a read timeout (504) instead
+                    # of the saturation it is.
+                    self._stop_if_late(MIN_RETRY_S, request_id)
                 continue
             if response.status_code == 413 and recut and len(texts) > 1 and self._learned_from(response):
                 # The archive's limits are smaller than the facade assumed: cut this job to them.

@@ -175,6 +175,27 @@ def tei_predict_result(settings: Settings) -> dict:
     return {"oneOf": [labels, many]}
 
 
+def precision_choice() -> dict:
+    """Return the schema of PRECISION=auto's decision in GET /info (null: a fixed precision was built)."""
+    text = {"type": "string"}
+    share = {"type": "number", "minimum": 0, "maximum": 1}
+    choice = closed_object(
+        {
+            "requested": {**text, "enum": ["auto"]},
+            "precision": {**text, "enum": ["int8", "fp32"]},
+            "reason": {**text, "example": "int8 with layer 1 in fp32: 9 of 1200 labels flip (0.75 %), ..."},
+            "sample": {**text, "description": "The texts int8 was checked on."},
+            "sentences": {"type": "integer", "minimum": 0},
+            "flip_rate": {**share, "description": "Share of the sample's labels int8 changed."},
+            "max_score_change": {**share, "description": "Largest change of a score, int8 against fp32."},
+            "max_flip_rate": {**share, "description": "The share allowed (MAX_FLIP_RATE at make mar)."},
+            "fp32_layers": {"type": "array", "items": {"type": "integer"}, "description": "Layers kept in fp32."},
+        },
+        optional=("sample", "sentences", "flip_rate", "max_score_change", "max_flip_rate", "fp32_layers"),
+    )
+    return {**choice, "nullable": True, "description": "How PRECISION=auto chose the precision (null: fixed)."}
+
+
 def info_body(settings: Settings) -> dict:
     """Return the schema of GET /info's body."""
     text = {"type": "string"}
@@ -188,6 +209,7 @@ def info_body(settings: Settings) -> dict:
             "runtime": {**text, "example": "onnx"},
             "precision": {**text, "example": "fp32"},
             "labels": {"type": "array", "items": text},
+            "precision_choice": precision_choice(),
         }
     )
     limits = closed_object(

@@ -136,6 +136,11 @@ def handler_options(yaml_config, environ=os.environ, cores=None):
     if runtime not in RUNTIMES:
         raise HandlerConfigError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     precision = option(section, "precision")
+    if precision == "auto":
+        raise HandlerConfigError(
+            "handler.precision auto is chosen by `make mar` (tools/build_mar.py), which packs fp32 or int8: "
+            "build the archive with it, or name fp32, bf16 or int8"
+        )
     if precision not in PRECISIONS:
         raise HandlerConfigError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     problem = runtime_precision_problem(runtime, precision)

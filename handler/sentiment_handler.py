@@ -42,6 +42,7 @@ from sentiment_requests import (
     deadline_of,
     deferrals_of,
     error_body,
+    exact_length_chunks,
     length_sorted_chunks,
     padding_efficiency,
     parse_request,
@@ -294,9 +295,19 @@ class SentimentHandler(BaseHandler):
             )
         return deadline if deadline is None else deadline + offset
 
+    def pass_plan(self, lengths):
+        """Return the texts (indexes) of each forward pass, and the multiple the tokenizer pads them to (None: exact).
+
+        torch's kernels cache per input shape, so its passes pad to a multiple of PAD_MULTIPLE (few
+        shapes, flat memory); ONNX Runtime keeps no such cache and runs each pass at its longest text.
+        """
+        if self.runtime == "onnx":
+            return exact_length_chunks(lengths, self.max_batch_tokens), None
+        return length_sorted_chunks(lengths, self.max_batch_tokens), PAD_MULTIPLE
+
     def passes(self, texts, lengths):
         """Return the forward passes over `texts` as (text indices, tokenized inputs), similar lengths together."""
-        chunks = length_sorted_chunks(lengths, self.max_batch_tokens)
+        chunks, multiple = self.pass_plan(lengths)
         logger.debug(
             "batch of %d texts in %d passes, padding efficiency %.2f",
             len(texts),
@@ -309,7 +320,7 @@ class SentimentHandler(BaseHandler):
                 self.tokenizer(
                     [texts[index] for index in chunk],
                     padding=True,
-                    pad_to_multiple_of=PAD_MULTIPLE,
+                    pad_to_multiple_of=multiple,
                     truncation=True,
                     max_length=self.max_length,
                     return_tensors="np",

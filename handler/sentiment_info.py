@@ -29,7 +29,7 @@ def trace_id_of(traceparent):
 
 
 def model_identity(model_dir, manifest, config):
-    """Return the model's identity: id, revision, archive version and labels (in id order)."""
+    """Return the model's identity: id, revision, archive version, labels (in id order), precision choice."""
     try:
         built = json.loads((Path(model_dir) / BUILD_INFO).read_text())
     except (OSError, ValueError):
@@ -43,4 +43,6 @@ def model_identity(model_dir, manifest, config):
         "revision": built.get("revision") or built.get("fingerprint", "")[:12] or "unknown",
         "archive_version": str(model.get("modelVersion") or built.get("archive_version") or "unknown"),
         "labels": [id2label[index] for index in sorted(id2label)],
+        # PRECISION=auto's decision (tools/precision_gate.py): which precision was packed and why.
+        "precision_choice": built.get("precision_choice"),
     }

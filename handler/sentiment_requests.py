@@ -155,6 +155,55 @@ def length_sorted_chunks(lengths, max_tokens, multiple=PAD_MULTIPLE):
     return chunks
 
 
+# What one more ONNX Runtime pass costs beyond its tokens, counted in tokens: its fixed work, about
+# 37 tokens' time for the DistilBERT-sized model on 2 cores (docs/performance.md, "Exact lengths").
+PASS_COST_TOKENS = 36
+
+
+def padded_tokens(lengths, chunks, multiple=1):
+    """Return the tokens a set of passes computes: each pass's texts padded to its longest, rounded up to `multiple`."""
+    return sum(len(chunk) * -(-max(lengths[index] for index in chunk) // multiple) * multiple for chunk in chunks)
+
+
+def cheapest_runs(lengths, max_tokens, pass_cost):
+    """Return text indexes in length order cut into the runs of least total cost, a run costing its
+    padded tokens (all at its longest text) plus `pass_cost`, each within `max_tokens` (a text alone always fits)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    ordered = [lengths[index] for index in order]
+    # best[j]: least cost of the first j texts in length order; start[j]: where its last run begins.
+    best, start = [0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for first in range(end - 1, -1, -1):
+            rows = end - first
+            if rows > 1 and rows * ordered[end - 1] > max_tokens:
+                break
+            cost = best[first] + pass_cost + rows * ordered[end - 1]
+            if cost <= best[end]:  # on a tie, the longer run: fewer passes
+                best[end], start[end] = cost, first
+    runs, end = [], len(order)
+    while end:
+        runs.append(order[start[end] : end])
+        end = start[end]
+    return runs[::-1]
+
+
+def exact_length_chunks(lengths, max_tokens, pass_cost=PASS_COST_TOKENS, multiple=PAD_MULTIPLE):
+    """Return text indexes grouped into passes padded to their longest text exactly (ONNX Runtime).
+
+    ONNX Runtime's CPU kernels keep no per-shape cache, so rounding a pass up to a multiple of 8
+    buys nothing. The texts, in length order, are cut into the runs that cost least: fewer padded
+    tokens against more passes (cheapest_runs). A plan that computes more tokens than the
+    multiple-of-`multiple` plan (length_sorted_chunks) is made again with half the pass cost; at
+    no pass cost every pass holds one length, so the loop ends within that plan's tokens.
+    """
+    rounded = padded_tokens(lengths, length_sorted_chunks(lengths, max_tokens, multiple), multiple)
+    while True:
+        chunks = cheapest_runs(lengths, max_tokens, pass_cost)
+        if not pass_cost or padded_tokens(lengths, chunks) <= rounded:
+            return chunks
+        pass_cost //= 2
+
+
 def deadline_of(value):
     """Return the deadline header's Unix time as a float, or None when absent or not a finite number."""
     if isinstance(value, bytes | bytearray):

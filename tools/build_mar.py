@@ -7,11 +7,16 @@ Environment (all optional):
   MODEL_NAME      TorchServe model name and archive name (default: config.properties' load_models)
   MODEL_STORE     output folder   (default model-store next to this project)
   RUNTIME         onnx or torch: overrides model-config.yaml's handler.runtime
-  PRECISION       fp32, bf16 or int8: overrides model-config.yaml's handler.precision
+  PRECISION       auto, fp32, bf16 or int8: overrides model-config.yaml's handler.precision (auto)
+  AGREEMENT_SAMPLE  with auto: a UTF-8 file of texts, one a line, to check int8 on
+                  (default tools/agreement/sentences.txt, 1,200 sentences, CC0)
+  MAX_FLIP_RATE   with auto: the share of labels int8 may flip, 0 to 1 (default 0.01)
 
 With the onnx runtime (the default) the model is exported to model.onnx here (int8: quantized
 here too) and the archive holds it instead of the safetensors weights; with torch it holds
-the weights. Either way it holds config.json and the tokenizer files.
+the weights. Either way it holds config.json and the tokenizer files. auto packs int8 when it
+agrees with fp32 on the sample (tools/precision_gate.py), else fp32, and records why in
+build-info.json; the packed model-config.yaml names the precision it chose.
 
 The archive is written to a private temp dir and moved into place only when complete, so a
 failed build never leaves a half-written .mar. It is rebuilt only when an input changed.
@@ -24,12 +29,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from tools import precision_gate
 from tools.packed import HANDLER_DIR, PROJECT_DIR, TOOLS_DIR
 from tools.torchserve_config import model_name, properties
 
@@ -46,6 +53,10 @@ HANDLER_MODULES = (
 )
 # Not packed, but what it writes is: a change to the export rebuilds the archive.
 EXPORT_MODULE = TOOLS_DIR / "onnx_export.py"
+GATE_MODULE = TOOLS_DIR / "precision_gate.py"
+# auto is resolved here, at build time, into one of the handler's precisions.
+AUTO = "auto"
+BUILD_PRECISIONS = (AUTO, *PRECISIONS)
 ONNX_FILE = "model.onnx"
 MODEL_CONFIG = HANDLER_DIR / "model-config.yaml"
 # Bumped when the layout of the archive itself changes; part of every fingerprint.
@@ -86,6 +97,8 @@ class BuildSettings:
     model_store: Path
     precision: str | None = None
     runtime: str | None = None
+    agreement_sample: Path = precision_gate.SAMPLE
+    max_flip_rate: float = precision_gate.MAX_FLIP_RATE
 
     @classmethod
     def from_env(cls, environ=os.environ):
@@ -99,12 +112,30 @@ class BuildSettings:
             model_store=Path(environ.get("MODEL_STORE") or PROJECT_DIR / "model-store").resolve(),
             precision=environ.get("PRECISION") or None,
             runtime=environ.get("RUNTIME") or None,
+            agreement_sample=Path(environ.get("AGREEMENT_SAMPLE") or precision_gate.SAMPLE).resolve(),
+            max_flip_rate=max_flip_rate(environ.get("MAX_FLIP_RATE")),
         )
 
     @property
     def archive_path(self):
         """Return where the finished archive goes."""
         return self.model_store / f"{self.model_name}.mar"
+
+
+def max_flip_rate(text):
+    """Return MAX_FLIP_RATE from the environment's text (unset: the gate's default)."""
+    if not text:
+        return precision_gate.MAX_FLIP_RATE
+    try:
+        return precision_gate.max_flip_rate_from(text)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from exc
+
+
+def sample_label(path):
+    """Return how build-info.json names an agreement sample: the project's by its path, a user's by its name."""
+    path = Path(path)
+    return str(path.relative_to(PROJECT_DIR)) if path.is_relative_to(PROJECT_DIR) else path.name
 
 
 def downloaded_model_dir(model_id, revision):
@@ -139,26 +170,32 @@ def model_files(model_dir):
     return files
 
 
-def model_config_text(settings):
-    """Return the model-config.yaml to pack: the project's, with RUNTIME and PRECISION applied if given."""
+def model_config_text(settings, packed_precision=None):
+    """Return the model-config.yaml for `settings`: the project's, with RUNTIME and PRECISION applied if given.
+
+    `packed_precision` is what auto resolved to: the archive's copy names it, never auto.
+    """
     text = MODEL_CONFIG.read_text()
     if settings.runtime is not None and settings.runtime not in RUNTIMES:
         raise BuildError(f"RUNTIME must be one of {', '.join(RUNTIMES)}, got {settings.runtime!r}")
-    if settings.precision is not None and settings.precision not in PRECISIONS:
-        raise BuildError(f"PRECISION must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.precision is not None and settings.precision not in BUILD_PRECISIONS:
+        raise BuildError(f"PRECISION must be one of {', '.join(BUILD_PRECISIONS)}, got {settings.precision!r}")
     config = yaml.safe_load(text)
     section = config.setdefault("handler", {})
-    for key, value in (("runtime", settings.runtime), ("precision", settings.precision)):
+    for key, value in (("runtime", settings.runtime), ("precision", packed_precision or settings.precision)):
         if value is not None:
             section[key] = value
     runtime, precision = serving_mode(config)
-    problem = runtime_precision_problem(runtime, precision)
+    if precision not in BUILD_PRECISIONS:
+        raise BuildError(f"handler.precision in {MODEL_CONFIG.name} must be one of {', '.join(BUILD_PRECISIONS)}")
+    # auto packs fp32 or int8, and int8 runs on either runtime: only the fixed precisions can clash.
+    problem = runtime_precision_problem(runtime, precision) if precision != AUTO else None
     if problem:
         raise BuildError(
             f"RUNTIME={runtime} with PRECISION={precision}: {problem} "
             "(set RUNTIME and PRECISION, or handler.runtime/handler.precision in handler/model-config.yaml)."
         )
-    if settings.runtime is None and settings.precision is None:
+    if settings.runtime is None and settings.precision is None and packed_precision is None:
         return text
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -179,8 +216,17 @@ def archived_files(files, runtime):
 def inputs_fingerprint(settings, files):
     """Return a hash of everything that ends up in the archive, to skip needless rebuilds."""
     digest = hashlib.sha256(f"{settings.model_name}:{ARCHIVE_FORMAT}".encode())
-    digest.update(model_config_text(settings).encode())
-    for path in (HANDLER_FILE, *HANDLER_MODULES, EXPORT_MODULE, *files):
+    config_text = model_config_text(settings)
+    digest.update(config_text.encode())
+    gate_inputs = ()
+    if serving_mode(yaml.safe_load(config_text))[1] == AUTO:
+        if not settings.agreement_sample.is_file():
+            raise BuildError(
+                f"AGREEMENT_SAMPLE={settings.agreement_sample} is not a file: give a UTF-8 file of texts, one a line"
+            )
+        digest.update(f"max_flip_rate={settings.max_flip_rate}".encode())
+        gate_inputs = (GATE_MODULE, settings.agreement_sample)
+    for path in (HANDLER_FILE, *HANDLER_MODULES, EXPORT_MODULE, *gate_inputs, *files):
         digest.update(path.name.encode())
         with path.open("rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -230,12 +276,44 @@ def exported_model(model_dir, runtime, precision, work_dir):
     return [export_onnx(model_dir, work_dir / ONNX_FILE, precision)]
 
 
+def auto_choice(settings, model_dir, runtime, work_dir):
+    """Return PRECISION=auto's decision; for onnx, leave the model it chose in `work_dir` as model.onnx."""
+    if runtime != "onnx":
+        decision = precision_gate.torch_choice()
+    else:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from tools.onnx_export import export_onnx
+
+        try:
+            sentences = precision_gate.sample_sentences(settings.agreement_sample)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from exc
+        print(f"Exporting {model_dir.name} to ONNX (fp32, then int8 if it agrees; PRECISION=auto) ...", flush=True)
+        target = export_onnx(model_dir, work_dir / ONNX_FILE, "fp32")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        labels = AutoConfig.from_pretrained(model_dir, local_files_only=True).id2label
+        started = time.monotonic()
+        decision = precision_gate.gated_int8(
+            target,
+            target,
+            tokenizer,
+            sentences,
+            labels,
+            settings.max_flip_rate,
+            sample_label(settings.agreement_sample),
+        )
+        print(f"int8 check took {time.monotonic() - started:.0f} s", flush=True)
+    print(f"PRECISION=auto packs {decision['reason']}", flush=True)
+    return decision
+
+
 def run_archiver(settings, files, info, work_dir):
     """Run torch-model-archiver into `work_dir` and return the archive it wrote."""
     info_file = work_dir / BUILD_INFO
     info_file.write_text(json.dumps(info, indent=2))
     config_file = work_dir / MODEL_CONFIG.name
-    config_file.write_text(model_config_text(settings))
+    config_file.write_text(model_config_text(settings, packed_precision=info["precision"]))
     extra_files = [*HANDLER_MODULES, info_file, *files]
     command = [
         sys.executable,
@@ -289,13 +367,19 @@ def build(settings):
     info = build_info(settings, fingerprint)
     try:
         packed = archived_files(files, info["runtime"])
-        packed += exported_model(model_dir, info["runtime"], info["precision"], work_dir)
+        if info["precision"] == AUTO:
+            decision = auto_choice(settings, model_dir, info["runtime"], work_dir)
+            info = {**info, "precision": decision["precision"], "precision_choice": decision}
+            packed += [work_dir / ONNX_FILE] if info["runtime"] == "onnx" else []
+        else:
+            packed += exported_model(model_dir, info["runtime"], info["precision"], work_dir)
         built = run_archiver(settings, packed, info, work_dir)
         os.replace(built, settings.archive_path)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     size_mb = settings.archive_path.stat().st_size / 1e6
-    print(f"Built {settings.archive_path} ({size_mb:.1f} MB) from {model_dir.name}.")
+    mode = f"{info['runtime']} {info['precision']}"
+    print(f"Built {settings.archive_path} ({size_mb:.1f} MB, {mode}) from {model_dir.name}.")
     return settings.archive_path
 
 

@@ -37,12 +37,16 @@ def ready_workers(description):
 
 
 def request_scale(url, model, workers):
-    """Ask TorchServe for exactly `workers` workers; return its status message."""
+    """Ask TorchServe for exactly `workers` workers; return its status message.
+
+    Asynchronously: a synchronous scale holds one of TorchServe's network threads until the workers
+    are up, and every inference connection served by that thread waits as long (wait_for_workers
+    polls instead)."""
     response = management.request(
         url,
         "PUT",
         f"/models/{model}",
-        params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
+        params={"min_worker": workers, "max_worker": workers, "synchronous": "false"},
         timeout=300,
     )
     if response.status_code not in (200, 202, 206):
@@ -55,7 +59,7 @@ def wait_for_workers(url, model, workers, timeout_s):
     deadline = time.monotonic() + timeout_s
     while True:
         description = describe_model(url, model)
-        # A synchronous scale can answer before the new workers finish loading.
+        # The scale is asynchronous: the new workers load after TorchServe has answered.
         if len(description["workers"]) == workers and len(ready_workers(description)) == workers:
             return description
         if time.monotonic() > deadline:

@@ -42,7 +42,12 @@ def test_info_names_the_model_and_the_version_every_answer_carries(shared_stack,
     assert model["id"] == serving_model_dir.name
     assert model["labels"] == ["NEGATIVE", "POSITIVE"]
     assert len(model["archive_version"]) == 12 and model["archive_version"] != "1.0"
-    assert model["runtime"] == "onnx" and model["precision"] == "fp32"
+    # make mar's default PRECISION=auto: int8 for the trained test model, fp32 for the tiny one (it
+    # gives every text one label); /info says which and why.
+    choice = model["precision_choice"]
+    assert model["runtime"] == "onnx" and model["precision"] == choice["precision"]
+    assert choice["requested"] == "auto" and choice["sentences"] == 1200
+    assert choice["reason"].startswith(model["precision"])
     assert body["limits"]["max_text_tokens"] == 512
     assert body["limits"]["max_request_tokens"] == 2048
     assert body["limits"]["max_texts"] == 64

@@ -120,6 +120,57 @@ def test_the_overlays_are_the_base_plus_workers_and_a_gpu():
     assert "python -m tools.scale_workers 2" in " ".join(workers["lifecycle"]["postStart"]["exec"]["command"])
 
 
+def gpu_model_image_commands():
+    """Return the commands `make gpu-model-image` runs, one a line (a dry run: nothing is built)."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", "-n", "-o", "install", "gpu-model-image"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.replace("\\\n", " ").splitlines()
+
+
+def test_the_gpu_overlay_runs_the_image_make_builds_from_a_torch_archive_never_an_onnx_one():
+    image = container(documents(KUBERNETES_DIR / "overlays" / "gpu"), "torchserve", "torchserve")["image"]
+    commands = gpu_model_image_commands()
+    [build_archive] = [command.split() for command in commands if "tools.build_mar" in command]
+    [build_image] = [command.split() for command in commands if "deploy/model-image/build.sh" in command]
+    # The ONNX archive runs on the CPU only: the GPU image gets a torch archive of its own.
+    assert "RUNTIME=torch" in build_archive
+    [store] = [word.removeprefix("MODEL_STORE=") for word in build_archive if word.startswith("MODEL_STORE=")]
+    assert store != "model-store"
+    assert f"MODEL_IMAGE={image}" in build_image
+    assert "REQUIRE_RUNTIME=torch" in build_image
+    assert build_image[-1] == f"{store}/sentiment.mar"
+
+
+def test_the_model_image_build_refuses_an_onnx_archive_for_the_gpu_image(tiny_model_dir, tmp_path):
+    from tools.build_mar import BuildSettings, build
+
+    archive = build(
+        BuildSettings.from_env({"MODEL_DIR": str(tiny_model_dir), "MODEL_STORE": str(tmp_path), "PRECISION": "fp32"})
+    )
+    result = subprocess.run(
+        ["bash", str(PROJECT_DIR / "deploy" / "model-image" / "build.sh"), str(archive)],
+        env={
+            **os.environ,
+            "REQUIRE_RUNTIME": "torch",
+            "MODEL_IMAGE": "sentiment-torchserve-model:cuda",
+            # Never reached: the archive is refused before any image is looked at.
+            "TORCHSERVE_IMAGE": "no-such-image-in-this-test",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "was built with RUNTIME=onnx and sentiment-torchserve-model:cuda needs RUNTIME=torch" in result.stderr
+    assert "make gpu-model-image" in result.stderr
+
+
 def test_checkov_fails_no_check_and_every_skipped_check_says_why(tmp_path):
     if not CHECKOV.exists():
         pytest.skip(f"needs checkov at {CHECKOV} (`make install` puts it there)")

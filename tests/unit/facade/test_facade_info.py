@@ -3,7 +3,20 @@
 import pytest
 
 from facade.errors import UpstreamUnavailableError
-from facade.info import MAX_VERSION_LABELS, OTHER, ModelInfo, VersionLabels
+from facade.info import MAX_VERSION_LABELS, OTHER, ModelInfo, VersionLabels, precision_choice
+
+# What tools/precision_gate.py records for PRECISION=auto (the MiniLM test model's build).
+CHOICE = {
+    "requested": "auto",
+    "precision": "int8",
+    "reason": "int8 with layer 1 in fp32: 9 of 1200 labels flip (0.75 %)",
+    "sample": "tools/agreement/sentences.txt",
+    "sentences": 1200,
+    "flip_rate": 0.0075,
+    "max_score_change": 0.162,
+    "max_flip_rate": 0.01,
+    "fp32_layers": [1],
+}
 
 
 def test_info_names_the_model_and_every_limit(client, predictor):
@@ -12,8 +25,9 @@ def test_info_names_the_model_and_every_limit(client, predictor):
         "model_id": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
         "revision": "714eb0f",
         "runtime": "onnx",
-        "precision": "fp32",
+        "precision": "int8",
         "labels": ["NEGATIVE", "POSITIVE"],
+        "precision_choice": CHOICE,
         "max_text_tokens": 512,
         "max_request_tokens": 2048,
         "max_windows": 8,
@@ -29,8 +43,9 @@ def test_info_names_the_model_and_every_limit(client, predictor):
         "revision": "714eb0f",
         "archive_version": "0123456789ab",
         "runtime": "onnx",
-        "precision": "fp32",
+        "precision": "int8",
         "labels": ["NEGATIVE", "POSITIVE"],
+        "precision_choice": CHOICE,
     }
     assert body["limits"] == {
         "max_texts": 3,
@@ -43,6 +58,17 @@ def test_info_names_the_model_and_every_limit(client, predictor):
     }
     assert body["truncation"] == {"default": "right", "modes": ["right", "left", "head_tail", "error", "window"]}
     assert body["container_id"] == "test-box"
+
+
+def test_info_says_null_when_the_archive_was_built_with_a_fixed_precision():
+    assert precision_choice(None) is None
+    assert precision_choice("int8") is None
+
+
+def test_info_keeps_only_the_known_figures_of_the_precision_choice():
+    shown = precision_choice({**CHOICE, "flip_rate": {"nested": 1}, "model_dir": "/home/someone/model"})
+    assert "flip_rate" not in shown and "model_dir" not in shown
+    assert shown["reason"] == CHOICE["reason"] and shown["fp32_layers"] == [1]
 
 
 def test_info_without_torchserve_is_503_with_retry_after(client, predictor):

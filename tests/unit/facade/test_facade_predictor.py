@@ -473,12 +473,13 @@ def test_a_busy_job_is_sent_again_at_once_counting_its_deferrals(torchserve, ret
     assert [headers["X-Job-Deferrals"] for _, _, headers, _ in torchserve.received] == ["0", "1", "2"]
 
 
-def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(torchserve, ts_client):
+def test_a_job_still_busy_at_the_deadline_is_503_over_deadline_not_a_timeout(torchserve, retrying_client):
     busy = {"error": {"code": "busy", "message": "The batch's token budget went to older requests."}}
     torchserve.answer("POST", "/predictions/sentiment", status=503, body=busy, delay_s=0.05)
     with pytest.raises(UpstreamSaturatedError, match="saturated") as stopped:
-        ts_client.classify(["good"], "rid-busy")
+        retrying_client.classify(["good"], "rid-busy")
     assert stopped.value.status == 503 and stopped.value.retry_after_s >= 1
+    assert len(torchserve.received) > 1  # resent while there was time
 
 
 def test_a_request_that_cannot_end_in_time_stops_and_halves_the_heavy_requests_run_at_once(torchserve, ts_client):

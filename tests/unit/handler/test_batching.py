@@ -1,5 +1,6 @@
 """Length-sorted passes: which texts share a forward pass, and how much padding is left."""
 
+import numpy as np
 import pytest
 
 from sentiment_requests import (
@@ -7,7 +8,9 @@ from sentiment_requests import (
     admission,
     deadline_of,
     deferrals_of,
+    exact_length_chunks,
     length_sorted_chunks,
+    padded_tokens,
     padding_efficiency,
     token_prefixes,
 )
@@ -43,6 +46,56 @@ def test_sorting_raises_padding_efficiency_over_one_padded_batch():
     sorted_passes = padding_efficiency(lengths, length_sorted_chunks(lengths, 150))
     assert one_batch == pytest.approx(165 / 300)
     assert sorted_passes > 0.95 > one_batch
+
+
+def random_lengths(seed):
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 80))
+    # Mostly sentence-sized texts, now and then a long one up to the model's limit, as traffic brings them.
+    long = rng.random(count) < 0.2
+    return [int(n) for n in np.where(long, rng.integers(60, 513, count), rng.integers(3, 61, count))]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_exact_length_passes_run_every_text_once_within_the_budget(seed):
+    lengths = random_lengths(seed)
+    chunks = exact_length_chunks(lengths, 1024)
+    assert sorted(index for chunk in chunks for index in chunk) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) * max(lengths[index] for index in chunk) <= 1024 or len(chunk) == 1
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_exact_length_passes_never_compute_more_tokens_than_the_multiple_of_8_plan(seed):
+    lengths = random_lengths(seed)
+    rounded = padded_tokens(lengths, length_sorted_chunks(lengths, 1024), multiple=8)
+    assert padded_tokens(lengths, exact_length_chunks(lengths, 1024)) <= rounded
+
+
+def test_neighbouring_lengths_share_one_pass_padded_to_the_longest_exactly():
+    lengths = [23, 17, 18]
+    chunks = exact_length_chunks(lengths, 1024)
+    assert chunks == [[1, 2, 0]]
+    # 3 x 23 tokens, where rounding to 8 computes 3 x 24.
+    assert padded_tokens(lengths, chunks) == 69 < padded_tokens(lengths, length_sorted_chunks(lengths, 1024), 8)
+
+
+def test_lengths_8_apart_share_a_pass_only_when_a_pass_costs_more_than_the_padding():
+    lengths = [17, 25]
+    # Rounded to 8 they run apart (24 and 32 tokens); together they compute 50 tokens for 42.
+    assert exact_length_chunks(lengths, 1024, pass_cost=32) == [[0, 1]]
+    assert exact_length_chunks(lengths, 1024, pass_cost=4) == [[0], [1]]
+
+
+def test_with_free_passes_each_exact_length_runs_alone():
+    lengths = [12, 12, 13, 14, 14]
+    chunks = exact_length_chunks(lengths, 1024, pass_cost=0)
+    assert [sorted({lengths[index] for index in chunk}) for chunk in chunks] == [[12], [13], [14]]
+
+
+def test_a_merge_that_would_compute_more_than_the_rounded_plan_is_not_made():
+    # 3 and 17: rounded, 8 + 24 = 32 tokens in two passes; exact in one pass, 34 tokens.
+    assert exact_length_chunks([3, 17], 1024, pass_cost=64) == [[0], [1]]
 
 
 def codes(decisions):

@@ -130,3 +130,8 @@ def test_the_cores_used_are_capped_by_the_containers_cpu_limit(tmp_path):
 
     assert available_cores(one_cpu) == 1
     assert available_cores(many_cpus) == len(os.sched_getaffinity(0))
+
+
+def test_precision_auto_in_an_archive_says_make_mar_chooses_it():
+    with pytest.raises(HandlerConfigError, match=r"handler.precision auto is chosen by `make mar`"):
+        handler_options({"handler": {"precision": "auto"}}, environ={}, cores=2)

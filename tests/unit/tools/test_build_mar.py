@@ -48,7 +48,10 @@ def test_archive_holds_handler_config_and_onnx_model_under_the_name_sentiment(ti
     } <= names
     # The onnx runtime needs no weights beside model.onnx: the archive stays half the size.
     assert "model.safetensors" not in names
+    # PRECISION=auto (the default) packs fp32: the tiny model gives every text one label.
     assert (info["runtime"], info["precision"]) == ("onnx", "fp32")
+    assert info["precision_choice"]["precision"] == "fp32"
+    assert info["precision_choice"]["reason"].startswith("fp32: the model gives NEGATIVE to 100 % of the 1200 texts")
     assert manifest["model"]["modelName"] == "sentiment"
     assert manifest["model"]["handler"] == "sentiment_handler.py"
     assert manifest["model"]["configFile"] == "model-config.yaml"
@@ -147,6 +150,99 @@ def test_onnx_int8_packs_a_quantized_model(tiny_model_dir, tmp_path):
     with zipfile.ZipFile(archive) as mar:
         graph = onnx.load_from_string(mar.read("model.onnx")).graph
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
+
+
+def graph_ops(archive):
+    """Return the operator types of the archive's model.onnx."""
+    import onnx
+
+    with zipfile.ZipFile(archive) as mar:
+        return {node.op_type for node in onnx.load_from_string(mar.read("model.onnx")).graph.node}
+
+
+@pytest.fixture(scope="module")
+def boundary_model_dir(tmp_path_factory):
+    """The tiny model with its answers spread around the decision boundary: half the sample positive,
+    many texts within a small margin, so int8's rounding flips some of them (as for any model whose
+    scores sit near 0.5)."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    from stack.tiny_model import build_tiny_model
+    from tools.precision_gate import SAMPLE, sample_sentences
+
+    source = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    model = DistilBertForSequenceClassification.from_pretrained(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if weight.dim() == 2 and "embeddings" not in name:
+                weight.mul_(8)
+        encoded = tokenizer(sample_sentences(SAMPLE), padding=True, truncation=True, return_tensors="pt")
+        logits = model(**encoded).logits
+        model.classifier.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    target = tmp_path_factory.mktemp("boundary")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def test_auto_refuses_int8_that_flips_labels_and_packs_fp32_saying_why(boundary_model_dir, tmp_path, capsys):
+    archive = build(settings_for(boundary_model_dir, tmp_path, PRECISION="auto"))
+    _, config, info = archive_contents(archive)
+    choice = info["precision_choice"]
+    assert config["handler"]["precision"] == info["precision"] == choice["precision"] == "fp32"
+    assert choice["flip_rate"] > choice["max_flip_rate"] == 0.01
+    assert choice["sentences"] == 1200 and choice["sample"] == "tools/agreement/sentences.txt"
+    # The two most sensitive layers were kept in fp32 before int8 was given up.
+    assert len(choice["fp32_layers"]) == 2
+    assert "MatMulInteger" not in graph_ops(archive)
+    log = capsys.readouterr().out
+    assert "int8 sensitivity per layer" in log
+    assert f"PRECISION=auto packs {choice['reason']}" in log and "over the 1 % allowed" in log
+
+
+def test_auto_packs_int8_when_its_flips_are_within_max_flip_rate(boundary_model_dir, tmp_path):
+    archive = build(settings_for(boundary_model_dir, tmp_path, PRECISION="auto", MAX_FLIP_RATE="0.2"))
+    _, config, info = archive_contents(archive)
+    choice = info["precision_choice"]
+    assert config["handler"]["precision"] == info["precision"] == "int8"
+    assert 0.01 < choice["flip_rate"] <= 0.2
+    assert choice["fp32_layers"] == []
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= graph_ops(archive)
+
+
+def test_auto_checks_a_sample_the_user_gives(boundary_model_dir, tmp_path):
+    sample = tmp_path / "reviews.txt"
+    sample.write_text("".join(f"review {number}: it was {word}\n" for number in range(150) for word in ("good", "bad")))
+    settings = settings_for(boundary_model_dir, tmp_path / "store", AGREEMENT_SAMPLE=str(sample))
+    info = archive_contents(build(settings))[2]
+    assert (info["precision_choice"]["sample"], info["precision_choice"]["sentences"]) == ("reviews.txt", 300)
+
+
+def test_a_missing_sample_is_refused_naming_the_variable(tiny_model_dir, tmp_path):
+    with pytest.raises(BuildError, match=r"AGREEMENT_SAMPLE=.*missing\.txt is not a file"):
+        build(settings_for(tiny_model_dir, tmp_path / "store", AGREEMENT_SAMPLE=str(tmp_path / "missing.txt")))
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_changed_max_flip_rate_rebuilds(tiny_model_dir, tmp_path, capsys):
+    build(settings_for(tiny_model_dir, tmp_path))
+    capsys.readouterr()
+    build(settings_for(tiny_model_dir, tmp_path, MAX_FLIP_RATE="0.02"))
+    assert "up to date" not in capsys.readouterr().out
+
+
+def test_auto_with_the_torch_runtime_packs_fp32(tiny_model_dir, tmp_path):
+    _, config, info = archive_contents(build(settings_for(tiny_model_dir, tmp_path, RUNTIME="torch", PRECISION="auto")))
+    assert config["handler"]["precision"] == info["precision"] == "fp32"
+    assert "torch runtime" in info["precision_choice"]["reason"]
+
+
+@pytest.mark.parametrize("value", ["2", "five"])
+def test_a_max_flip_rate_outside_0_to_1_is_refused(tiny_model_dir, tmp_path, value):
+    with pytest.raises(BuildError, match="MAX_FLIP_RATE must be a share between 0 and 1"):
+        build(settings_for(tiny_model_dir, tmp_path, MAX_FLIP_RATE=value))
 
 
 def test_onnx_with_bf16_is_refused_naming_what_to_set(tiny_model_dir, tmp_path):

@@ -75,7 +75,7 @@ def test_a_unix_socket_address_is_reached_through_the_socket(socket_api):
 def test_the_scaling_tool_describes_and_scales_over_the_socket(socket_api):
     assert describe_model(socket_api, "sentiment")["path"] == "/models/sentiment"
     assert request_scale(socket_api, "sentiment", 2) == (
-        "PUT /models/sentiment?min_worker=2&max_worker=2&synchronous=true"
+        "PUT /models/sentiment?min_worker=2&max_worker=2&synchronous=false"
     )
 
 
