@@ -105,8 +105,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     FACADE_HOST=0.0.0.0 \
     FACADE_PORT=5000 \
-    FACADE_TORCHSERVE_URL=http://torchserve:8090 \
-    FACADE_TORCHSERVE_MANAGEMENT_URL=http://torchserve:8091
+    FACADE_TORCHSERVE_URL=http://torchserve:8090
 
 WORKDIR /opt/sentiment
 USER 10001:10001
@@ -205,13 +204,28 @@ RUN set -eux; \
         /home/model-server/tmp /home/model-server/.cache /home/model-server/.cache/huggingface
 
 COPY --from=torchserve-build /opt/venv /opt/venv
+# Netty's native epoll transport, without which TorchServe cannot listen on a Unix socket (the
+# management API's): Netty would unpack it from TorchServe's jar into /tmp, a noexec tmpfs in every
+# deployment, fall back to NIO, and TorchServe would stop with "Invalid configuration". Unpacked
+# here instead, for both architectures, and found through java.library.path (JAVA_TOOL_OPTIONS).
+RUN set -eux; \
+    mkdir /opt/netty-native; \
+    /opt/venv/bin/python -c "import glob, pathlib, zipfile; \
+jar = zipfile.ZipFile(glob.glob('/opt/venv/lib/python3*/site-packages/ts/frontend/model-server.jar')[0]); \
+libs = [n for n in jar.namelist() if n.startswith('META-INF/native/libnetty_transport_native_epoll_')]; \
+assert libs, 'no epoll library in the jar'; \
+[pathlib.Path('/opt/netty-native', pathlib.Path(n).name).write_bytes(jar.read(n)) for n in libs]"; \
+    ls -l /opt/netty-native
 COPY config.properties torchserve-metrics.yaml /opt/sentiment/
 COPY handler/ /opt/sentiment/handler/
 COPY tools/ /opt/sentiment/tools/
 
 # TorchServe reads every config.properties key from TS_<KEY> (enable_envvars_config=true): inside
-# the container the REST APIs listen on all interfaces of the private network; gRPC (unused,
-# cannot be switched off) stays on loopback as configured.
+# the container the inference and metrics APIs listen on all interfaces of the private network;
+# the management API only on a Unix socket in a folder of mode 0700 that the container's user owns
+# (in the temp dir's tmpfs; `python -m tools.management prepare` makes it before TorchServe starts),
+# reached by `docker exec` / `kubectl exec` alone (docs/security.md); gRPC (unused, cannot be
+# switched off) stays on loopback as configured.
 # JAVA_TOOL_OPTIONS caps TorchServe's Java frontend, so that it fits next to the Python workers
 # under the container's memory limit (docker-compose.yml): without it the JVM sizes its heap at a
 # quarter of the limit and its direct (Netty) buffers as large again. The frontend only queues
@@ -226,7 +240,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/opt/sentiment \
     TS_INFERENCE_ADDRESS=http://0.0.0.0:8090 \
-    TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8091 \
+    TS_MANAGEMENT_ADDRESS=unix:/home/model-server/tmp/management/management.sock \
     TS_METRICS_ADDRESS=http://0.0.0.0:8092 \
     TS_GRPC_INFERENCE_ADDRESS=127.0.0.1 \
     TS_GRPC_MANAGEMENT_ADDRESS=127.0.0.1 \
@@ -237,11 +251,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/home/model-server/tmp \
     HF_HOME=/home/model-server/.cache/huggingface \
     MODEL_STORE=/home/model-server/model-store \
-    JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError"
+    JAVA_TOOL_OPTIONS="-Xmx512m -XX:MaxDirectMemorySize=256m -XX:+ExitOnOutOfMemoryError -Djava.library.path=/opt/netty-native"
 
 WORKDIR /home/model-server
 USER 10001:10001
-EXPOSE 8090 8091 8092
+EXPOSE 8090 8092
 # Healthy = the model has a READY worker (loading it takes a while on a cold start).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-m", "tools.healthcheck"]
@@ -249,6 +263,5 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=180s --retries=3 \
 # does not forward signals itself, the Java frontend and its Python workers) and reaps zombies.
 # -e 143: a stop by SIGTERM is a clean exit (status 0), not an error.
 ENTRYPOINT ["tini", "-g", "-e", "143", "--"]
-CMD ["torchserve", "--start", "--foreground", "--ncs", \
-     "--ts-config", "/opt/sentiment/config.properties", \
-     "--model-store", "/home/model-server/model-store"]
+# The shell only runs the socket's preparation first, then becomes TorchServe's launcher.
+CMD ["sh", "-c", "python -m tools.management prepare && exec torchserve --start --foreground --ncs --ts-config /opt/sentiment/config.properties --model-store /home/model-server/model-store"]

@@ -266,20 +266,20 @@ docker-scale-workers: ## Scale the workers of every TorchServe container of the 
 	    docker exec $$container python -m tools.scale_workers $(N) || exit 1; \
 	done
 
-# The upgrade tool in a one-shot container of the `upgrade` service (docker-compose.yml, profile
-# tools): it writes the model-store volume and reaches every TorchServe replica over the backend
-# network (`torchserve` resolves to each).
-DOCKER_UPGRADE = $(DOCKER_ENV) $(COMPOSE) run --rm --no-deps $(if $(CHECK_DATA),-v $(abspath $(CHECK_DATA)):/check-data.tsv:ro,) \
-    upgrade $(if $(CHECK_DATA),--labelled /check-data.tsv,) $(UPGRADE_ARGS)
+# The upgrade tool's steps: in each TorchServe container (docker exec: the management API is a
+# socket there) and, for the model store's writes, in a one-shot container of the `upgrade`
+# service (deploy/compose/switch-model.sh).
+DOCKER_SWITCH = $(DOCKER_ENV) COMPOSE="$(COMPOSE)" $(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),) \
+    bash deploy/compose/switch-model.sh
 
 .PHONY: docker-model-upgrade
 docker-model-upgrade: ## Compose: switch to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)
 	@[ -n "$(MODEL_DIR)" ] || { echo "error: give MODEL_DIR=<a Hugging Face model dir>" >&2; exit 1; }
-	$(DOCKER_UPGRADE) upgrade
+	$(DOCKER_SWITCH) upgrade $(UPGRADE_ARGS)
 
 .PHONY: docker-model-rollback
 docker-model-rollback: ## Compose: switch back to the model the last upgrade or rollback replaced
-	$(DOCKER_UPGRADE) rollback
+	$(DOCKER_SWITCH) rollback $(UPGRADE_ARGS)
 
 .PHONY: test-docker
 test-docker: install-dev ## Run the Docker tests only (builds the images, starts a private stack on free ports)

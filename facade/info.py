@@ -2,14 +2,14 @@
 
 The handler is the one that knows: it stamps the archive's version (tools/build_mar.py derives
 it from everything packed) on each answer as X-Model-Version, and reports the model's id,
-revision, labels and token limits through TorchServe's describe API (`?customized=true` calls
-its describe_handle). The facade reads that API already for readiness, so /info costs no new
-channel; the answer is cached for FACADE_INFO_TTL_S, since a describe runs in the worker's queue.
+revision, labels and token limits when asked with a describe job: a request on the inference API
+with DESCRIBE_HEADER, which the worker answers without running the model (the facade never uses
+TorchServe's management API). The answer is cached for FACADE_INFO_TTL_S, since a describe job
+waits in the worker's queue like any job.
 The per-answer header is what tells a client which version produced a given result while two
 archives take turns (a rollout), which a cached /info cannot.
 """
 
-import json
 import threading
 import time
 from contextvars import ContextVar
@@ -18,6 +18,8 @@ from facade.errors import UpstreamUnavailableError
 from facade.settings import SAFE_ID, TRUNCATION_MODES, Settings
 
 MODEL_VERSION_HEADER = "X-Model-Version"
+# Asks the handler for its description instead of a classification (handler/sentiment_info.py).
+DESCRIBE_HEADER = "X-Sentiment-Describe"
 UNKNOWN = "unknown"
 # At most this many versions are told apart in the metrics of one process (a rollout brings two);
 # any further one is counted as "other", so the label's cardinality stays bounded.
@@ -44,18 +46,12 @@ def served_version() -> str | None:
     return _served_version.get()
 
 
-def described_model(description: object) -> dict:
-    """Return the handler's own description from describe?customized=true (a list, one entry per version)."""
-    models = description if isinstance(description, list) else []
-    for model in models:
-        if not isinstance(model, dict):
-            continue
-        custom = model.get("customizedMetadata")
-        if isinstance(custom, str):
-            custom = json.loads(custom)
-        if isinstance(custom, dict):
-            return {"archive_version": str(model.get("modelVersion") or UNKNOWN), **custom}
-    raise ValueError("the describe answer has no customizedMetadata")
+def described_model(description: object, served_version: str | None) -> dict:
+    """Return the handler's answer to a describe job, with the archive version that answered it."""
+    if not isinstance(description, dict) or not isinstance(description.get("labels"), list):
+        raise ValueError("a body that is not the handler's description")
+    version = served_version or description.get("archive_version")
+    return {**description, "archive_version": str(version or UNKNOWN)}
 
 
 def info_body(settings: Settings, model: dict) -> dict:

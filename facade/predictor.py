@@ -1,4 +1,8 @@
-"""The client for TorchServe's inference API (predictions) and management API (readiness)."""
+"""The client for TorchServe's inference API: predictions, describe jobs (/info) and /ping (readiness).
+
+The facade never uses TorchServe's management API: that stays with the operators' tools
+(docs/security.md, "TorchServe's management API").
+"""
 
 import json
 import logging
@@ -19,10 +23,19 @@ from facade.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from facade.info import MODEL_VERSION_HEADER, described_model, note_served_version, served_version
+from facade.info import DESCRIBE_HEADER, MODEL_VERSION_HEADER, described_model, note_served_version, served_version
 from facade.jobs import JOB_TOKENS, job_slices
 from facade.options import result_extras
-from facade.replicas import CONNECT, MIN_RETRY_S, NOT_SERVED, TIMEOUT, Replicas, failure_kind, retry_target
+from facade.replicas import (
+    CONNECT,
+    MIN_RETRY_S,
+    NOT_SERVED,
+    TIMEOUT,
+    Replicas,
+    failure_kind,
+    readiness_order,
+    retry_target,
+)
 from facade.settings import Settings, split_urls
 from facade.tokens import TokenLimits, tokens_at_least, too_many_tokens_message
 from facade.tracing import trace_headers
@@ -37,7 +50,7 @@ TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer o
 # can run again, since inference has no side effects. A handler that raised is a different answer
 # (503 "Prediction failed"), and stays a backend error.
 WORKER_LOST_MESSAGES = ("Worker died.", "Worker scaled down.")
-# Connection pools the session keeps, one per replica and API (beyond it, the oldest is dropped).
+# Connection pools the session keeps, one per replica (beyond it, the oldest is dropped).
 POOLED_REPLICAS = 16
 # Each request tells the handler when the facade stops waiting for it (Unix time; see
 # handler/sentiment_requests.py), a little before the read timeout, so that a request the worker
@@ -76,10 +89,8 @@ class TorchServeClient:
     """Classifies texts through TorchServe and reports whether its model can serve."""
 
     def __init__(self, settings: Settings):
-        model = quote(settings.model_name, safe="")
-        self._predict_path, self._describe_path = f"/predictions/{model}", f"/models/{model}"
+        self._predict_path = f"/predictions/{quote(settings.model_name, safe='')}"
         self._inference = Replicas(split_urls(settings.torchserve_url), settings.resolve_interval_s)
-        self._management = Replicas(split_urls(settings.torchserve_management_url), settings.resolve_interval_s)
         self._connect_timeout = settings.connect_timeout_s
         self._read_timeout = settings.read_timeout_s
         connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
@@ -230,40 +241,76 @@ class TorchServeClient:
         )
 
     def describe(self) -> dict:
-        """Return what the handler says about the model (identity, labels, token limits), or raise 503."""
-        for response in self._management_answers(params={"customized": "true"}):
-            try:
-                return described_model(response.json())
-            except ValueError as exc:
-                log.info("TorchServe describe failed: %s", exc)
+        """Return what the handler says about the model (identity, labels, token limits), or raise 503.
+
+        A describe job on the inference API: replicas not known to be down first, until one answers
+        or the ready timeout is spent.
+        """
+        deadline = time.monotonic() + self._ready_timeout[1]
+        replicas, down = self._inference.all(), self._inference.down()
+        for replica in readiness_order(replicas, down, set()):
+            description = self._described_by(replica, deadline)
+            if description is not None:
+                return description
         raise UpstreamUnavailableError(UNAVAILABLE)
 
     def is_ready(self) -> bool:
-        """Return True when at least one TorchServe replica has a READY worker for the model."""
-        return any(_has_ready_worker(_json_or_none(response)) for response in self._management_answers())
+        """Return True when at least one TorchServe replica answers /ping and is proven.
 
-    def _management_answers(self, params: dict | None = None):
-        """Yield each replica's 200 answer to GET /models/<model>, replicas not known to be down first,
-        until the ready timeout is spent."""
+        /ping is answered by TorchServe's frontend at once, never queued behind jobs, so a probe does
+        not wait behind work under load; but it says "Healthy" while the worker still loads, so a
+        replica counts only once it answered a describe job since it was found or last failed.
+        """
         deadline = time.monotonic() + self._ready_timeout[1]
-        replicas, down = self._management.all(), self._management.down()
-        for replica in sorted(replicas, key=lambda url: url in down):
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                return
-            try:
-                response = self._session.get(
-                    replica + self._describe_path,
-                    params=params,
-                    timeout=(min(self._ready_timeout[0], left_s), left_s),
-                    allow_redirects=False,
-                )
-                response.raise_for_status()
-            except requests.RequestException as exc:
-                log.info("TorchServe management API at %s did not answer: %s", replica, exc)
-                self._management.failed(replica)
+        replicas, down, proven = self._inference.all(), self._inference.down(), self._inference.proven()
+        for replica in readiness_order(replicas, down, proven):
+            if not self._pinged(replica, deadline):
                 continue
-            yield response
+            if replica in proven or self._described_by(replica, deadline) is not None:
+                return True
+        return False
+
+    def _pinged(self, replica: str, deadline: float) -> bool:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            return False
+        try:
+            response = self._session.get(
+                replica + "/ping", timeout=(min(self._ready_timeout[0], left_s), left_s), allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            log.info("TorchServe at %s did not answer /ping: %s", replica, exc)
+            self._inference.failed(replica)
+            return False
+        if response.status_code != 200:
+            log.info("TorchServe at %s answered /ping with %s", replica, response.status_code)
+            self._inference.failed(replica)
+            return False
+        return True
+
+    def _described_by(self, replica: str, deadline: float) -> dict | None:
+        """Return the description a describe job on `replica` got, or None (and the replica is not proven)."""
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            return None
+        try:
+            response = self._session.post(
+                replica + self._predict_path,
+                json={},
+                headers={DESCRIBE_HEADER: "1", SENDER_HEADER: self._sender},
+                timeout=(min(self._ready_timeout[0], left_s), left_s),
+                allow_redirects=False,
+            )
+            response.raise_for_status()
+            description = described_model(response.json(), response.headers.get(MODEL_VERSION_HEADER))
+        except requests.RequestException as exc:
+            log.info("TorchServe at %s did not answer a describe job: %s", replica, exc)
+            return None
+        except ValueError as exc:
+            log.info("TorchServe at %s answered a describe job with %s", replica, exc)
+            return None
+        self._inference.answered_describe(replica)
+        return description
 
     def close(self) -> None:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
@@ -389,7 +436,7 @@ def _message(error: dict, default: str) -> str:
 
 
 def pooled_session(pool_size: int) -> requests.Session:
-    """Return a Session that keeps up to pool_size connections per TorchServe replica and API."""
+    """Return a Session that keeps up to pool_size connections per TorchServe replica."""
     session = requests.Session()
     # TorchServe is a private backend: a proxy from HTTP_PROXY and friends must not carry its traffic.
     session.trust_env = False
@@ -420,13 +467,6 @@ def _not_served(response: requests.Response) -> bool:
         return False
     body = _json_or_none(response)
     return not (isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException"))
-
-
-def _has_ready_worker(description: object) -> bool:
-    # The management API describes a model as a list with one entry per version.
-    models = description if isinstance(description, list) else []
-    workers = [w for m in models if isinstance(m, dict) for w in m.get("workers") or ()]
-    return any(isinstance(worker, dict) and worker.get("status") == "READY" for worker in workers)
 
 
 def _worker_lost(response: requests.Response) -> bool:

@@ -56,6 +56,11 @@ def retry_target(kind: str, failed: str, replicas: list[str], down: set[str], le
     return (healthy or others)[0]
 
 
+def readiness_order(replicas: list[str], down: set[str], proven: set[str]) -> list[str]:
+    """Return the order /readyz asks the replicas in: proven and not down first, down ones last."""
+    return sorted(replicas, key=lambda url: (url in down, url not in proven))
+
+
 def pick(replicas: list[str], down: set[str], turn: int) -> str:
     """Return the replica for the turn-th request: round robin over those not down (all when all are)."""
     healthy = [replica for replica in replicas if replica not in down] or replicas
@@ -77,7 +82,11 @@ def addresses_of(host: str, port: int) -> list[str]:
 
 
 class Replicas:
-    """The base URLs of every TorchServe replica behind a set of URLs, resolved again every few seconds."""
+    """The base URLs of every TorchServe replica behind a set of URLs, resolved again every few seconds.
+
+    A replica is *proven* once it answered a describe job (a loaded worker answered) since it was
+    found or last failed; /readyz counts a replica that answers /ping only when it is proven.
+    """
 
     def __init__(self, urls: list[str], resolve_every_s: float, resolve=addresses_of, clock=time.monotonic):
         self._urls = [url.rstrip("/") for url in urls]
@@ -89,6 +98,7 @@ class Replicas:
         self._resolving = False
         # A replica that failed is skipped until the next resolve (it is then gone or back).
         self._down: dict[str, float] = {}
+        self._proven: set[str] = set()
         self._turns = itertools.count()
 
     def all(self) -> list[str]:
@@ -109,6 +119,7 @@ class Replicas:
             with self._lock:
                 now = self._clock()
                 self._known = found or self._known or self._urls
+                self._proven &= set(self._known)  # one that left and comes back is proven again
                 self._resolved_at, self._resolving = now, False
                 self._down = {url: until for url, until in self._down.items() if until > now}
                 known = self._known
@@ -125,10 +136,23 @@ class Replicas:
         return pick(self.all(), self.down(), next(self._turns))
 
     def failed(self, url: str) -> None:
-        """Skip `url` for new requests and resolve again on the next one (the replica may be gone)."""
+        """Skip `url` for new requests, resolve again on the next one (the replica may be gone), and
+        count it for readiness only once it answers a describe job again."""
         with self._lock:
             self._down[url] = self._clock() + self._resolve_every_s
             self._resolved_at = -float("inf")
+            self._proven.discard(url)
+
+    def proven(self) -> set[str]:
+        """Return the replicas that answered a describe job since they were found or last failed."""
+        with self._lock:
+            return set(self._proven)
+
+    def answered_describe(self, url: str) -> None:
+        """Note that `url` answered a describe job: a worker of the model is loaded there."""
+        with self._lock:
+            if url in (self._known or self._urls):  # before the first lookup ends, the names themselves
+                self._proven.add(url)
 
     def _resolved(self) -> list[str]:
         found = []

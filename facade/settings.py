@@ -11,6 +11,13 @@ PREFIX = "FACADE_"
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Variables earlier versions read, and what to do instead: naming one is an error, not a silent no-op.
+RETIRED = {
+    "FACADE_TORCHSERVE_MANAGEMENT_URL": (
+        "the facade no longer uses TorchServe's management API (readiness and /info come from the "
+        "inference API, FACADE_TORCHSERVE_URL); remove the variable (docs/security.md)"
+    ),
+}
 # What of a text over the model's token limit is classified (facade/options.py; the handler's
 # sentiment_truncation.py does it).
 TRUNCATION_MODES = ("right", "left", "head_tail", "error", "window")
@@ -27,7 +34,6 @@ class Settings:
     # One URL, or several separated by commas (replicas on other ports); each host name stands for
     # every address it resolves to (facade/replicas.py).
     torchserve_url: str = "http://127.0.0.1:8090"
-    torchserve_management_url: str = "http://127.0.0.1:8091"
     # Seconds between two lookups of the TorchServe host names (a failed replica also triggers one).
     resolve_interval_s: float = 5.0
     model_name: str = "sentiment"
@@ -62,6 +68,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
         """Return settings from FACADE_* variables; unset or empty ones keep their defaults."""
+        for name, instead in RETIRED.items():
+            if environ.get(name, "").strip():
+                raise SettingsError(f"{name} is set, but {instead}")
         values = {}
         for field in fields(cls):
             raw = environ.get(env_name(field.name), "").strip()
@@ -73,10 +82,9 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        for name in ("torchserve_url", "torchserve_management_url"):
-            urls = split_urls(getattr(self, name))
-            allowed = "http:// or https:// URLs with a host, comma-separated"
-            _require(urls and all(map(_is_http_url, urls)), name, self, allowed)
+        urls = split_urls(self.torchserve_url)
+        allowed = "http:// or https:// URLs with a host, comma-separated"
+        _require(urls and all(map(_is_http_url, urls)), "torchserve_url", self, allowed)
         _require(MODEL_NAME.fullmatch(self.model_name), "model_name", self, "letters, digits, '.', '_', '-'")
         for name in ("connect_timeout_s", "read_timeout_s", "ready_timeout_s", "resolve_interval_s"):
             value = getattr(self, name)

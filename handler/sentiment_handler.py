@@ -22,7 +22,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from sentiment_config import handler_options
-from sentiment_info import MODEL_VERSION_HEADER, model_identity, trace_id_of
+from sentiment_info import DESCRIBE_HEADER, MODEL_VERSION_HEADER, model_identity, trace_id_of
 from sentiment_requests import (
     BUDGET_HEADER,
     CLOCK_SENDERS,
@@ -34,7 +34,9 @@ from sentiment_requests import (
     SPLIT_POINTS_CJK,
     Batch,
     ClockOffsets,
+    DescribeJob,
     InvalidRequestError,
+    ParsedRequest,
     TextTooManyTokensError,
     admission,
     deadline_of,
@@ -89,8 +91,8 @@ def split_points(tokenizer):
 
 
 def is_parsed(request):
-    """Return True for a request to run (a ParsedRequest), False for one answered with an error."""
-    return not isinstance(request, Exception)
+    """Return True for a request to run (a ParsedRequest), False for one answered otherwise (error, describe)."""
+    return isinstance(request, ParsedRequest)
 
 
 class SentimentHandler(BaseHandler):
@@ -131,15 +133,19 @@ class SentimentHandler(BaseHandler):
         self.warmed_shapes = self.warm_up(options.warmup_seconds)
         self.initialized = True
 
-    def describe_handle(self):
-        """Return who this worker is and what it accepts, for the management API's describe?customized=true."""
+    def description(self):
+        """Return who this worker is and what it accepts (a describe job's answer, the facade's /info)."""
         limits = {
             "max_text_tokens": self.max_length,
             "max_request_tokens": self.max_request_tokens,
             "max_batch_tokens": self.max_batch_tokens,
             "max_windows": MAX_WINDOWS,
         }
-        return json.dumps({**self.identity, "runtime": self.runtime, "precision": self.precision, **limits})
+        return {**self.identity, "runtime": self.runtime, "precision": self.precision, **limits}
+
+    def describe_handle(self):
+        """Return the description as JSON, for the management API's describe?customized=true (operators)."""
+        return json.dumps(self.description())
 
     def warm_up(self, budget_s):
         """Run the shapes traffic will bring before TorchServe marks the worker READY; return them."""
@@ -189,7 +195,10 @@ class SentimentHandler(BaseHandler):
 
     def preprocess(self, data):
         """Decode, price, admit, group and tokenize: the passes to run, and the answers of the rest."""
-        requests = [self.cut(request) for request in decoded(data)]
+        requests = [
+            DescribeJob() if self.context.get_request_header(index, DESCRIBE_HEADER) else self.cut(request)
+            for index, request in enumerate(decoded(data))
+        ]
         # Per request, each text's token count (up to one past the limit, which tells a cut text).
         lengths = self.token_lengths([request.texts if is_parsed(request) else [] for request in requests])
         costs = [
@@ -354,6 +363,9 @@ class SentimentHandler(BaseHandler):
                 self.context.set_response_content_type(index, "application/json")
                 responses.append(error_body(request))
                 self.log_request(index, 0, batch.tokens[index], request.status, request.code, len(batch.requests))
+            elif isinstance(request, DescribeJob):
+                responses.append(self.description())
+                self.log_request(index, 0, 0, 200, "describe", len(batch.requests))
             else:
                 body = response_body(request, self.request_results(request, [next(results) for _ in request.texts]))
                 if not request.single:

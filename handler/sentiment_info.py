@@ -2,7 +2,8 @@
 
 Pure Python (no torch). tools/build_mar.py writes build-info.json into the archive and gives the
 archive a version derived from everything packed in it (TorchServe's --version, in the manifest);
-the handler stamps that version on each answer and reports the rest through describe_handle.
+the handler stamps that version on each answer and reports the rest on a describe job (a request
+with DESCRIBE_HEADER, answered without running the model) and through describe_handle.
 """
 
 import json
@@ -12,6 +13,9 @@ from pathlib import Path
 BUILD_INFO = "build-info.json"
 # The response header carrying the archive version that answered (TorchServe passes it on).
 MODEL_VERSION_HEADER = "X-Model-Version"
+# A request on the inference API carrying this header is a describe job: the worker answers with
+# its description (the facade's /info and readiness), never runs the model, ignores the body.
+DESCRIBE_HEADER = "X-Sentiment-Describe"
 # W3C Trace Context: version-traceid-parentid-flags; the facade passes the caller's on.
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 

@@ -88,6 +88,12 @@ def over_budget_error():
     return NotServedError("busy", "The batch's token budget went to older requests; send this one again now.")
 
 
+class DescribeJob:
+    """A request that asks who the worker is (sentiment_info.DESCRIBE_HEADER): answered with the
+    worker's description, the model not run. Here, not in sentiment_handler.py: TorchServe wants
+    exactly one class in the handler's module."""
+
+
 @dataclass(frozen=True)
 class ParsedRequest:
     """The texts of one request and whether the caller sent `text` (one) or `texts` (many)."""

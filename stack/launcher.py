@@ -4,9 +4,10 @@ Usage: python -m stack up|down|status|logs
 
 Settings (environment, with defaults): HTTP_PORT=8080 (nginx), REPLICAS=2,
 FACADE_BASE_PORT (facade i listens on FACADE_BASE_PORT + i; default facade/settings.py's port),
-TORCHSERVE_INFERENCE_PORT, TORCHSERVE_MANAGEMENT_PORT, TORCHSERVE_METRICS_PORT,
-TORCHSERVE_GRPC_INFERENCE_PORT, TORCHSERVE_GRPC_MANAGEMENT_PORT (defaults: config.properties'
-addresses and ports; `up` names each one that is taken), RUN_DIR=run, LOG_DIR=logs,
+TORCHSERVE_INFERENCE_PORT, TORCHSERVE_METRICS_PORT, TORCHSERVE_GRPC_INFERENCE_PORT,
+TORCHSERVE_GRPC_MANAGEMENT_PORT (defaults: config.properties' addresses and ports; `up` names
+each one that is taken), RUN_DIR=run (TorchServe's management API is the socket
+RUN_DIR/management/management.sock, in a folder of mode 0700), LOG_DIR=logs,
 START_TIMEOUT_S=180. The FACADE_* variables reach every facade; nginx's body limit is the facade's
 max_body_bytes, and its wait for a facade's answer follows the facade's read timeout.
 Each server runs as its own process group; `down` stops every process
@@ -89,7 +90,6 @@ class StackSettings:
             facade_base_port=number("FACADE_BASE_PORT", FacadeSettings.port),
             torchserve=TorchServeSettings(
                 inference_port=number("TORCHSERVE_INFERENCE_PORT", TorchServeSettings.inference_port),
-                management_port=number("TORCHSERVE_MANAGEMENT_PORT", TorchServeSettings.management_port),
                 metrics_port=number("TORCHSERVE_METRICS_PORT", TorchServeSettings.metrics_port),
                 grpc_inference_port=number("TORCHSERVE_GRPC_INFERENCE_PORT", TorchServeSettings.grpc_inference_port),
                 grpc_management_port=number("TORCHSERVE_GRPC_MANAGEMENT_PORT", TorchServeSettings.grpc_management_port),
@@ -126,7 +126,6 @@ def facade_env(settings, port, base_env=os.environ):
         "FACADE_HOST": "127.0.0.1",
         "FACADE_PORT": str(port),
         "FACADE_TORCHSERVE_URL": settings.torchserve.inference_url,
-        "FACADE_TORCHSERVE_MANAGEMENT_URL": settings.torchserve.management_url,
         "FACADE_MODEL_NAME": settings.torchserve.model_name,
         # Replicas share one host (which may itself be a container): name each by its port.
         "FACADE_CONTAINER_ID": base_env.get("FACADE_CONTAINER_ID") or f"{socket.gethostname()}-{port}",
@@ -244,7 +243,6 @@ def bound_ports(settings):
         (settings.http_port, "HTTP_PORT", "nginx"),
         *((port, "FACADE_BASE_PORT", f"facade {port}") for port in settings.facade_ports),
         (torchserve.inference_port, "TORCHSERVE_INFERENCE_PORT", "TorchServe inference"),
-        (torchserve.management_port, "TORCHSERVE_MANAGEMENT_PORT", "TorchServe management"),
         (torchserve.metrics_port, "TORCHSERVE_METRICS_PORT", "TorchServe metrics"),
         (torchserve.grpc_inference_port, "TORCHSERVE_GRPC_INFERENCE_PORT", "TorchServe gRPC inference"),
         (torchserve.grpc_management_port, "TORCHSERVE_GRPC_MANAGEMENT_PORT", "TorchServe gRPC management"),

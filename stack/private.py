@@ -36,7 +36,6 @@ def private_torchserve(work_dir, model_store=None):
     """Return settings for a TorchServe of its own under `work_dir` (store: work_dir/model-store)."""
     return TorchServeSettings(
         inference_port=free_port(),
-        management_port=free_port(),
         metrics_port=free_port(),
         grpc_inference_port=free_port(),
         grpc_management_port=free_port(),

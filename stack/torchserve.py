@@ -7,13 +7,16 @@ from pathlib import Path
 
 import requests
 
-from stack.processes import start_group, stop_group, wait_until
+from stack.processes import StartupError, start_group, stop_group, wait_until
 from tools import torchserve_config
+from tools.management import prepare_socket
 from tools.scale_workers import ScaleError, describe_model, ready_workers
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The defaults are config.properties' own: TorchServe's file is the one home of its ports and model name.
 CONFIG = torchserve_config.properties()
+# Where in the run dir the management API's socket lives (config.properties' default, in `run`).
+MANAGEMENT_SOCKET = Path("management", "management.sock")
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,6 @@ class TorchServeSettings:
     """Where one native TorchServe listens and keeps its files."""
 
     inference_port: int = torchserve_config.port(CONFIG, "inference_address")
-    management_port: int = torchserve_config.port(CONFIG, "management_address")
     metrics_port: int = torchserve_config.port(CONFIG, "metrics_address")
     grpc_inference_port: int = int(CONFIG["grpc_inference_port"])
     grpc_management_port: int = int(CONFIG["grpc_management_port"])
@@ -42,9 +44,14 @@ class TorchServeSettings:
         return f"{self.inference_url}/predictions/{self.model_name}"
 
     @property
+    def management_socket(self):
+        """Return the management API's Unix socket (its folder, mode 0700, is this user's alone)."""
+        return self.run_dir / MANAGEMENT_SOCKET
+
+    @property
     def management_url(self):
-        """Return the base URL of the management API."""
-        return f"http://127.0.0.1:{self.management_port}"
+        """Return the management API's address as TorchServe and tools/management.py take it."""
+        return f"unix:{self.management_socket}"
 
     @property
     def metrics_url(self):
@@ -76,6 +83,14 @@ def torchserve_env(settings, base_env=os.environ):
     }
 
 
+def prepare_management_socket(settings):
+    """Make the socket's folder (mode 0700) and remove a stale socket, or say to move RUN_DIR."""
+    try:
+        prepare_socket(settings.management_url)
+    except ValueError as exc:
+        raise StartupError(f"TorchServe's management API: {exc}: set RUN_DIR to a shorter folder") from None
+
+
 def torchserve_command(settings):
     """Return the command that runs TorchServe in the foreground (so its group can be stopped)."""
     launcher = Path(sys.executable).parent / "torchserve"
@@ -104,6 +119,7 @@ def start_torchserve(settings, timeout_s=180.0, progress_every_s=None):
     """Start TorchServe and wait until the model has a READY worker; return the Popen."""
     if not (settings.model_store / f"{settings.model_name}.mar").is_file():
         raise FileNotFoundError(f"{settings.model_store}/{settings.model_name}.mar is missing: run `make mar`")
+    prepare_management_socket(settings)
     process = start_group(
         torchserve_command(settings),
         env=torchserve_env(settings),

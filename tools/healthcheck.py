@@ -2,7 +2,8 @@
 
 TorchServe's /ping counts workers that are still loading as healthy, so this asks the management
 API (TORCHSERVE_MANAGEMENT_URL) about MODEL_NAME; both default to what config.properties says
-(management_address, TS_MANAGEMENT_ADDRESS applied, and load_models).
+(management_address, TS_MANAGEMENT_ADDRESS applied, and load_models). It runs inside the
+TorchServe container, the one place that reaches the management API's socket.
 """
 
 import os
@@ -10,12 +11,13 @@ import sys
 
 import requests
 
-from tools.scale_workers import ScaleError, default_management_url, default_model_name, describe_model, ready_workers
+from tools.management import default_address
+from tools.scale_workers import ScaleError, default_model_name, describe_model, ready_workers
 
 
 def main(environ=os.environ):
     """Print the worker states; return 0 when at least one worker is READY, else 1."""
-    url = default_management_url(environ).rstrip("/")
+    url = default_address(environ).rstrip("/")
     model = default_model_name(environ)
     try:
         description = describe_model(url, model)

@@ -4,6 +4,17 @@
   python -m tools.model_upgrade rollback                   # back to the version the last switch replaced
   python -m tools.model_upgrade status
 
+Where one process cannot both write the store and reach every management API (Compose: the API
+is a Unix socket inside each TorchServe container, the store read-only there), the same switch
+runs in steps (deploy/compose/switch-model.sh runs them):
+  stage {upgrade|rollback}   in a container that writes the store: print the version to switch to
+  check VERSION              in each TorchServe container: register, warm and check it there;
+                             print the current default (on a failure: withdrawn there, exit 1)
+  promote VERSION            in each: make it the default
+  record VERSION OLD         in the store's container: make it what a restart loads; keep OLD
+  retire VERSION             in each, after --drain-s: unregister it (also withdraws a candidate)
+  discard VERSION            in the store's container: delete a refused candidate's archive
+
 A switch to a version, on every replica (each --management-url, with its --inference-url; a host
 name stands for every address it resolves to, so `torchserve` on a Docker network means each
 TorchServe container):
@@ -35,14 +46,16 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from tools import model_check
+from tools import management, model_check
 from tools.build_mar import BuildError, BuildSettings, archived_build_info, build
 from tools.model_check import CheckError, Thresholds
-from tools.scale_workers import default_management_url, default_model_name
+from tools.scale_workers import default_model_name
 from tools.torchserve_config import local_url, properties
 
 # Texts per check request: the handler serves up to batch_size requests at once, each of many texts.
 CHECK_CHUNK = 32
+# The steps of a switch run one at a time (the module docstring), and how many versions each takes.
+STEPS = {"stage": 0, "check": 1, "promote": 1, "record": 2, "retire": 1, "discard": 1}
 # No check at all on a rollback by default: only that the version answers.
 NO_THRESHOLDS = Thresholds(min_accuracy=None, max_accuracy_drop=None, min_agreement=None)
 
@@ -98,6 +111,10 @@ def replicas(management_urls, inference_urls, addresses=None):
     addresses = addresses or resolved_addresses
     found = []
     for management_url, inference_url in zip(management_urls, inference_urls, strict=True):
+        if management.socket_path(management_url) is not None:
+            # A socket is one TorchServe's, on this machine or in this container.
+            found.append(Replica(management_url, inference_url))
+            continue
         host = urlsplit(management_url).hostname
         if host != urlsplit(inference_url).hostname:
             raise UpgradeError(f"{management_url} and {inference_url} name different hosts: pair each replica's URLs")
@@ -150,24 +167,33 @@ def _checked(response, what):
     return response
 
 
+def _management(replica, method, path, **kwargs):
+    """Return the management API's answer to one request (its Unix socket or URL: tools/management.py)."""
+    return management.request(replica.management_url, method, path, **kwargs)
+
+
+def _version_path(model, version):
+    return f"/models/{model}/{quote(version, safe='')}"
+
+
 def registered(replica, model):
     """Return the descriptions of every registered version of `model` ([] when none is)."""
-    response = requests.get(f"{replica.management_url}/models/{model}/all", timeout=10)
+    response = _management(replica, "GET", f"/models/{model}/all", timeout=10)
     if response.status_code == 404:
         return []
-    return _checked(response, f"GET {replica.management_url}/models/{model}/all").json()
+    return _checked(response, f"GET {replica.management_url} /models/{model}/all").json()
 
 
 def default_description(replica, model):
     """Return the description of the default version (GET /models/<model> describes only it)."""
-    response = requests.get(f"{replica.management_url}/models/{model}", timeout=10)
-    return _checked(response, f"GET {replica.management_url}/models/{model}").json()[0]
+    response = _management(replica, "GET", f"/models/{model}", timeout=10)
+    return _checked(response, f"GET {replica.management_url} /models/{model}").json()[0]
 
 
 def version_description(replica, model, version):
     """Return the description of one version."""
-    url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}"
-    return _checked(requests.get(url, timeout=10), f"GET {url}").json()[0]
+    path = _version_path(model, version)
+    return _checked(_management(replica, "GET", path, timeout=10), f"GET {replica.management_url} {path}").json()[0]
 
 
 def register(replica, archive_name, workers):
@@ -175,29 +201,29 @@ def register(replica, archive_name, workers):
     # Asynchronous: a synchronous registration holds one of TorchServe's network threads until the
     # workers are up, and every connection on that thread (inference too) waits as long.
     params = {"url": archive_name, "initial_workers": workers, "synchronous": "false"}
-    response = requests.post(f"{replica.management_url}/models", params=params, timeout=120)
-    _checked(response, f"POST {replica.management_url}/models?url={archive_name}")
+    response = _management(replica, "POST", "/models", params=params, timeout=120)
+    _checked(response, f"POST {replica.management_url} /models?url={archive_name}")
 
 
 def set_default(replica, model, version):
     """Make `version` the one /predictions/<model> reaches."""
-    url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}/set-default"
-    _checked(requests.put(url, timeout=30), f"PUT {url}")
+    path = f"{_version_path(model, version)}/set-default"
+    _checked(_management(replica, "PUT", path, timeout=30), f"PUT {replica.management_url} {path}")
 
 
 def unregister(replica, model, version):
     """Unregister one version (TorchServe refuses the default one)."""
-    url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}"
-    _checked(requests.delete(url, timeout=120), f"DELETE {url}")
+    path = _version_path(model, version)
+    _checked(_management(replica, "DELETE", path, timeout=120), f"DELETE {replica.management_url} {path}")
 
 
 def retire(replica, model, version, timeout_s=120.0):
     """Stop the workers of a version in the background, wait until none is left, then unregister it."""
     # An unregistration stops the workers itself, holding one of TorchServe's network threads (and
     # every connection on it) meanwhile; with none left it returns at once.
-    url = f"{replica.management_url}/models/{model}/{quote(version, safe='')}"
+    path = _version_path(model, version)
     params = {"min_worker": 0, "max_worker": 0, "synchronous": "false"}
-    _checked(requests.put(url, params=params, timeout=30), f"PUT {url}")
+    _checked(_management(replica, "PUT", path, params=params, timeout=30), f"PUT {replica.management_url} {path}")
     deadline = time.monotonic() + timeout_s
     while version_description(replica, model, version).get("workers") and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -385,8 +411,7 @@ def switch(plan):
         for failure in failures:
             print(f"check failed: {failure}", file=sys.stderr)
         print(f"{current} stays the default; {plan.version} was unregistered.", file=sys.stderr)
-        if plan.version not in kept_versions(read_state(plan.store)):
-            (plan.store.path / plan.archive_name).unlink(missing_ok=True)
+        refused_archive(plan.store, plan.version)
         return 1
     for replica in plan.replicas:
         set_default(replica, model, plan.version)
@@ -397,6 +422,59 @@ def switch(plan):
     for replica in plan.replicas:
         retire(replica, model, current)
     say(f"{current} unregistered; {plan.version} serves, {current} is kept for `rollback`")
+    return 0
+
+
+def refused_archive(store, version):
+    """Delete a refused candidate's archive from the store, unless the record keeps it (a rollback's)."""
+    if version not in kept_versions(read_state(store)):
+        (store.path / store.archive_name(version)).unlink(missing_ok=True)
+
+
+def checked_here(plan):
+    """Step `check`: the candidate registered, warm and checked on plan.replicas; print the current default."""
+    model = plan.store.model
+    current = common_default({r.management_url: default_description(r, model)["modelVersion"] for r in plan.replicas})
+    for replica in plan.replicas:
+        if plan.version in {d["modelVersion"] for d in registered(replica, model)} and current != plan.version:
+            unregister(replica, model, plan.version)  # left by an interrupted run: start clean
+    failures = []
+    for replica in plan.replicas if current != plan.version else ():
+        try:
+            measured = checked_figures(plan, replica, current)
+        except (UpgradeError, CheckError, requests.RequestException) as exc:
+            failures.append(f"{replica.management_url}: {exc}")
+            break
+        say(f"{replica.management_url}: {measured.summary(plan.version, current)}")
+        failures += [f"{replica.management_url}: {p}" for p in model_check.problems(measured, plan.thresholds)]
+    if failures:
+        withdraw(plan, plan.replicas)
+        for failure in failures:
+            print(f"check failed: {failure}", file=sys.stderr)
+        return 1
+    print(current)
+    return 0
+
+
+def step(args, targets, store, plan_of):
+    """Run one step of a switch (the module docstring); return the exit status."""
+    model = args.model
+    if args.command == "stage":
+        print(plan_of(args.step_for).version)
+    elif args.command == "check":
+        return checked_here(plan_of(args.step_for, args.versions[0]))
+    elif args.command == "promote":
+        for replica in targets:
+            set_default(replica, model, args.versions[0])
+    elif args.command == "record":
+        record_switch(store, *args.versions[:2])
+    elif args.command == "retire":
+        time.sleep(args.drain_s)
+        for replica in targets:
+            if args.versions[0] in {d["modelVersion"] for d in registered(replica, model)}:
+                retire(replica, model, args.versions[0])
+    elif args.command == "discard":
+        refused_archive(store, args.versions[0])
     return 0
 
 
@@ -419,7 +497,9 @@ def parse_args(argv, environ):
     """Return the command-line arguments."""
     values = properties(environ=environ)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("upgrade", "rollback", "status"))
+    parser.add_argument("command", choices=("upgrade", "rollback", "status", *STEPS))
+    parser.add_argument("versions", nargs="*", help="a step's versions (the module docstring)")
+    parser.add_argument("--for", dest="step_for", choices=("upgrade", "rollback"), default="upgrade")
     parser.add_argument("--archive", type=Path, help="a built .mar (default: build from MODEL_DIR)")
     parser.add_argument("--management-url", action="append", help="a TorchServe's management API (repeatable)")
     parser.add_argument("--inference-url", action="append", help="its inference API, in the same order")
@@ -436,25 +516,30 @@ def parse_args(argv, environ):
         "--drain-s", type=float, default=20.0, help="wait before unregistering the old version (> facade read timeout)"
     )
     args = parser.parse_args(argv)
-    args.management_url = args.management_url or [default_management_url(environ)]
+    args.management_url = args.management_url or [management.default_address(environ)]
     inference_url = environ.get("TORCHSERVE_INFERENCE_URL") or local_url(values, "inference_address")
     args.inference_url = args.inference_url or [inference_url]
     return args, parser
 
 
-def plan_for(args, parser, store, targets):
-    """Return the Plan of an upgrade or a rollback from the arguments."""
+def plan_for(args, parser, store, targets, command=None, version=None):
+    """Return the Plan of an upgrade or a rollback (`command`, else args.command) from the arguments:
+    to `version` when given (staged before), else to the archive staged now or the previous version."""
+    command = command or args.command
     bounds = ("min_accuracy", "max_accuracy_drop", "min_agreement")
     explicit = any(getattr(args, name) != parser.get_default(name) for name in bounds)
     thresholds = Thresholds(args.min_accuracy, args.max_accuracy_drop, args.min_agreement)
-    if args.command == "upgrade":
+    if command == "rollback" and not explicit:
+        thresholds = NO_THRESHOLDS
+    if version is not None:
+        archive_name = store.archive_name(version)
+    elif command == "upgrade":
         version, archive_name = stored_archive(store, args.archive)
     else:
         previous = read_state(store).get("previous")
         if not previous or not (store.path / store.archive_name(previous)).is_file():
             raise UpgradeError(f"no previous version recorded in {store.state_file}: nothing to roll back to")
         version, archive_name = previous, store.archive_name(previous)
-        thresholds = thresholds if explicit else NO_THRESHOLDS
     return Plan(
         replicas=targets,
         store=store,
@@ -475,6 +560,10 @@ def main(argv=None, environ=os.environ):
         if args.command == "status":
             return status(targets, args.model)
         store = Store(args.store.resolve(), args.model)
+        if args.command in STEPS:
+            if len(args.versions) != STEPS[args.command]:
+                parser.error(f"{args.command} takes {STEPS[args.command]} version(s)")
+            return step(args, targets, store, lambda *how: plan_for(args, parser, store, targets, *how))
         return switch(plan_for(args, parser, store, targets))
     except (UpgradeError, BuildError, CheckError, requests.RequestException, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

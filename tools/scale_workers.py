@@ -1,9 +1,11 @@
 """Scale the TorchServe workers of a model through the management API and wait until ready.
 
-Usage: python -m tools.scale_workers N [--url URL] [--model NAME] [--timeout SECONDS]
+Usage: python -m tools.scale_workers N [--url ADDRESS] [--model NAME] [--timeout SECONDS]
 
 Defaults come from TORCHSERVE_MANAGEMENT_URL and MODEL_NAME, else from config.properties
-(management_address, load_models). Exits non-zero if the workers are not all READY within the timeout.
+(management_address, TS_MANAGEMENT_ADDRESS applied, and load_models). The address is the
+management API's Unix socket (unix:/path/to.sock) or an http:// URL (tools/management.py).
+Exits non-zero if the workers are not all READY within the timeout.
 """
 
 import argparse
@@ -13,7 +15,8 @@ import time
 
 import requests
 
-from tools.torchserve_config import local_url, model_name, properties
+from tools import management
+from tools.torchserve_config import model_name, properties
 
 
 class ScaleError(RuntimeError):
@@ -22,7 +25,7 @@ class ScaleError(RuntimeError):
 
 def describe_model(url, model, timeout_s=10.0):
     """Return TorchServe's description of the model (the first entry of GET /models/<model>)."""
-    response = requests.get(f"{url}/models/{model}", timeout=timeout_s)
+    response = management.request(url, "GET", f"/models/{model}", timeout=timeout_s)
     if response.status_code != 200:
         raise ScaleError(f"GET /models/{model} answered {response.status_code}: {response.text.strip()}")
     return response.json()[0]
@@ -39,8 +42,10 @@ def request_scale(url, model, workers):
     Asynchronously: a synchronous scale holds one of TorchServe's network threads until the workers
     are up, and every inference connection served by that thread waits as long (wait_for_workers
     polls instead)."""
-    response = requests.put(
-        f"{url}/models/{model}",
+    response = management.request(
+        url,
+        "PUT",
+        f"/models/{model}",
         params={"min_worker": workers, "max_worker": workers, "synchronous": "false"},
         timeout=300,
     )
@@ -63,11 +68,6 @@ def wait_for_workers(url, model, workers, timeout_s):
         time.sleep(0.5)
 
 
-def default_management_url(environ):
-    """Return TORCHSERVE_MANAGEMENT_URL, else the management API that config.properties sets up."""
-    return environ.get("TORCHSERVE_MANAGEMENT_URL") or local_url(properties(environ=environ), "management_address")
-
-
 def default_model_name(environ):
     """Return MODEL_NAME, else the model config.properties loads."""
     return environ.get("MODEL_NAME") or model_name(properties())
@@ -88,7 +88,7 @@ def parse_args(argv):
     """Return the command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workers", type=int, help="number of workers wanted (>= 1)")
-    parser.add_argument("--url", default=default_management_url(os.environ))
+    parser.add_argument("--url", default=management.default_address(os.environ))
     parser.add_argument("--model", default=default_model_name(os.environ))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for READY workers")
     args = parser.parse_args(argv)

@@ -38,3 +38,13 @@ def port(values, key):
 def local_url(values, key):
     """Return the loopback URL of an address key (a 0.0.0.0 bind is reached on 127.0.0.1)."""
     return f"http://127.0.0.1:{port(values, key)}"
+
+
+def management_address(values):
+    """Return where the management API listens: `unix:<absolute socket path>` (a relative path is
+    TorchServe's working directory's, the project dir natively), or the loopback URL of a TCP bind."""
+    address = values["management_address"]
+    if not address.startswith("unix:"):
+        return local_url(values, "management_address")
+    path = Path(address.removeprefix("unix:"))
+    return f"unix:{path if path.is_absolute() else CONFIG_FILE.parent / path}"

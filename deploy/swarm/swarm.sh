@@ -6,7 +6,7 @@
 #                     node label), build the images, deploy the stack, wait until nginx answers
 #                     /readyz and every service runs all its replicas
 #   swarm.sh scale    APP=N: facade replicas (docker service scale); WORKERS=N: TorchServe workers
-#                     of every TorchServe task on this node (management API, via docker exec)
+#                     of every TorchServe task on this node (management API socket, via docker exec)
 #   swarm.sh down     remove the stack and wait until none of its tasks and networks is left;
 #                     leave the swarm only if `up` created it and no other stack runs on it
 #   swarm.sh status   the stack's services and tasks
@@ -112,7 +112,7 @@ cmd_scale() {
         local containers container
         containers="$(torchserve_containers)"
         [ -n "$containers" ] || die "no running TorchServe container of stack $STACK on this node"
-        # The management API is on no network outside the container: ask it from inside
+        # The management API is a Unix socket inside the container, on no network: ask it there
         # (tools/scale_workers.py is in the image and waits until the workers are READY).
         for container in $containers; do
             docker exec "$container" python -m tools.scale_workers "$WORKERS"

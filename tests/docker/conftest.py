@@ -44,15 +44,13 @@ BASE_IMAGES = {"sentiment-torchserve": BASES["PYTHON_IMAGE"], "sentiment-facade"
 IMAGES = ("sentiment-torchserve", "sentiment-facade", "sentiment-nginx")
 NGINX_BASE = BASES["DEBIAN_IMAGE"]
 START_TIMEOUT_S = 300
-# Run inside a TorchServe container: one management API call, printing the status and the body.
+# Run inside a TorchServe container, as operators' tools do: one management API call over its
+# Unix socket (tools/management.py, the image's configured address), printing status and body.
 MANAGEMENT_CALL = """
-import sys, urllib.error, urllib.request
-request = urllib.request.Request("http://127.0.0.1:8091" + sys.argv[2], method=sys.argv[1])
-try:
-    with urllib.request.urlopen(request, timeout=10) as response:
-        print(response.status); print(response.read().decode())
-except urllib.error.HTTPError as error:
-    print(error.code); print(error.read().decode())
+import sys
+from tools import management
+response = management.request(management.default_address(), sys.argv[1], sys.argv[2], timeout=10)
+print(response.status_code); print(response.text)
 """
 BUILD_TIMEOUT_S = 1500
 
@@ -107,8 +105,8 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}"
 
     def management(self, method, path):
-        """Ask TorchServe's management API from inside its first container (no port of it is
-        published); return (status, body text)."""
+        """Ask TorchServe's management API from inside its first container (it listens on a Unix
+        socket there and on no port); return (status, body text)."""
         container = self.container_ids("torchserve")[0]
         result = run(["docker", "exec", container, "python", "-c", MANAGEMENT_CALL, method, path])
         status, _, body = result.stdout.partition("\n")

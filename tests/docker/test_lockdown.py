@@ -136,6 +136,71 @@ def test_the_workflow_api_loads_nothing_and_only_store_archives_are_registered(s
     assert all(re.fullmatch(r"sentiment(-[0-9a-f]{12})?\.mar", model["modelUrl"]) for model in models), body
 
 
+# Run in a facade container: each (method, URL) once; its status, or the kind of failure.
+FACADE_PROBE = """
+import json, sys, requests
+answers = {}
+for method, url in json.loads(sys.argv[1]):
+    try:
+        answers[method + " " + url] = requests.request(method, url, timeout=5).status_code
+    except requests.RequestException as exc:
+        answers[method + " " + url] = type(exc).__name__
+print(json.dumps(answers))
+"""
+MANAGEMENT_CALLS = [
+    ("GET", "/models"),
+    ("GET", "/models/sentiment"),
+    ("PUT", "/models/sentiment?min_worker=0&max_worker=0&synchronous=true"),
+    ("POST", "/models?url=sentiment.mar"),
+    ("DELETE", "/models/sentiment"),
+    ("GET", "/workflows"),
+]
+# Listening sockets of /proc/net/tcp{,6} as "address:port" in hex, state 0A (LISTEN).
+LISTEN_TABLE = "cat /proc/net/tcp /proc/net/tcp6"
+
+
+def listening(torchserve):
+    """Return {(address hex, port)} of the TCP sockets listening in a container."""
+    lines = run(["docker", "exec", torchserve, "sh", "-c", LISTEN_TABLE]).stdout.splitlines()
+    fields = [line.split() for line in lines if line.split() and line.split()[0].endswith(":")]
+    return {(f[1].rsplit(":", 1)[0], int(f[1].rsplit(":", 1)[1], 16)) for f in fields if f[3] == "0A"}
+
+
+def is_loopback(address):
+    """Return whether a /proc/net/tcp{,6} address (hex, in the kernel's byte order) is on loopback:
+    127.0.0.0/8 (gRPC on 127.0.0.1, Docker's DNS on 127.0.0.11), ::1 or ::ffff:127.x."""
+    if len(address) == 8:
+        return address.endswith("7F")
+    return address == "00000000000000000000000001000000" or (
+        address.startswith("0000000000000000FFFF0000") and address.endswith("7F")
+    )
+
+
+def test_the_facade_reaches_no_management_endpoint_of_torchserve(stack):
+    (torchserve,) = stack.container_ids("torchserve")
+    app = stack.container_ids("app")[0]
+    calls = [
+        (method, f"http://torchserve:{port}{path}") for port in (8090, 8091, 8092) for method, path in MANAGEMENT_CALLS
+    ]
+    answers = json.loads(run(["docker", "exec", app, "python", "-c", FACADE_PROBE, json.dumps(calls)]).stdout)
+
+    # No port: nothing listens where the management API used to.
+    assert {answer for key, answer in answers.items() if ":8091/" in key} == {"ConnectionError"}
+    # The inference and metrics ports know no management route (and the facade reached them: numbers).
+    others = {key: answer for key, answer in answers.items() if ":8091/" not in key}
+    assert all(isinstance(answer, int) and 400 <= answer < 500 for answer in others.values()), others
+    # TorchServe listens beyond its loopback only on inference and metrics (gRPC: its loopback).
+    assert {port for address, port in listening(torchserve) if not is_loopback(address)} == {8090, 8092}
+    # The socket's folder: TorchServe's user alone may enter.
+    folder = run(["docker", "exec", torchserve, "stat", "-c", "%a %u", "/home/model-server/tmp/management"]).stdout
+    assert folder.split() == ["700", "10001"]
+    # Operators' exec reaches it, and the scale call from the facade changed nothing.
+    status, body = stack.management("GET", "/models/sentiment")
+    assert status == 200
+    statuses = [worker["status"] for worker in json.loads(body)[0]["workers"]]
+    assert statuses and set(statuses) == {"READY"}
+
+
 def test_torchserve_serves_the_archive_the_project_built_from_a_read_only_store(stack):
     (torchserve,) = stack.container_ids("torchserve")
     (store,) = [m for m in stack.inspect(torchserve)["Mounts"] if m["Destination"] == MODEL_STORE]

@@ -1,7 +1,8 @@
 """A model upgrade and a rollback on the Compose stack under steady load through nginx.
 
-The tool runs as `make docker-model-upgrade` runs it: in a one-shot container of the `upgrade` service,
-which writes the model-store volume and reaches every TorchServe over the backend network. The
+The tool runs as `make docker-model-upgrade` runs it (deploy/compose/switch-model.sh): its
+management steps in each TorchServe container (docker exec, over the management API's socket),
+its store steps in a one-shot container of the `upgrade` service, which writes the model store. The
 candidate is the served model packed for the torch runtime: another archive version with the same
 answers.
 """
@@ -12,6 +13,7 @@ import zipfile
 import pytest
 
 from stack.private import build_archive
+from tests.docker.conftest import run
 from tests.load import steady_load
 
 from sentiment_info import BUILD_INFO
@@ -33,9 +35,11 @@ def registered_versions(stack):
     return sorted(description["modelVersion"] for description in json.loads(body))
 
 
-def run_tool(stack, *arguments, volumes=()):
-    mounts = [option for volume in volumes for option in ("-v", volume)]
-    return stack.compose_run("run", "--rm", "--no-deps", *mounts, "upgrade", *OPTIONS, *arguments, timeout=600)
+def run_tool(stack, command, *arguments, candidate_dir=None):
+    env = {**stack.env, "COMPOSE": " ".join([*stack.compose, "-p", stack.project])}
+    if candidate_dir:
+        env["CANDIDATE_DIR"] = str(candidate_dir)
+    return run(["bash", "deploy/compose/switch-model.sh", command, *OPTIONS, *arguments], timeout=900, env=env)
 
 
 def test_an_upgrade_and_a_rollback_under_load_lose_no_request(stack, standin_model_dir, tmp_path_factory, capsys):
@@ -47,9 +51,7 @@ def test_an_upgrade_and_a_rollback_under_load_lose_no_request(stack, standin_mod
     old = default_version(stack)
 
     with steady_load(f"{stack.url}/") as upgrade_load:
-        upgraded = run_tool(
-            stack, "upgrade", "--archive", "/candidate/sentiment.mar", volumes=[f"{candidate_dir}:/candidate:ro"]
-        )
+        upgraded = run_tool(stack, "upgrade", "--archive", "/candidate/sentiment.mar", candidate_dir=candidate_dir)
     assert (default_version(stack), registered_versions(stack)) == (new, [new])
 
     with steady_load(f"{stack.url}/") as rollback_load:

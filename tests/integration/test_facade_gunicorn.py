@@ -29,7 +29,6 @@ def facade(tmp_path):
         "FACADE_WORKERS": "2",
         "FACADE_THREADS": "2",
         "FACADE_TORCHSERVE_URL": f"http://127.0.0.1:{nothing_there}",
-        "FACADE_TORCHSERVE_MANAGEMENT_URL": f"http://127.0.0.1:{nothing_there}",
         "FACADE_MAX_BODY_BYTES": "4096",
         "FACADE_RETRY_AFTER_S": "3",
     }

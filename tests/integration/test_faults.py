@@ -22,6 +22,7 @@ from stack.private import private_stack
 from stack.processes import group_members, http_status, stop_group, wait_until
 from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.integration.conftest import record_restarted, started_stack, stop_stack
+from tools.scale_workers import describe_model
 
 pytestmark = pytest.mark.integration
 
@@ -147,8 +148,7 @@ def facade_in_progress(port):
 
 def worker_pids(settings):
     """Return {pid: status} of the model's TorchServe workers."""
-    url = f"{settings.torchserve.management_url}/models/{settings.torchserve.model_name}"
-    workers = requests.get(url, timeout=5).json()[0]["workers"]
+    workers = describe_model(settings.torchserve.management_url, settings.torchserve.model_name, 5)["workers"]
     return {worker["pid"]: worker["status"] for worker in workers}
 
 

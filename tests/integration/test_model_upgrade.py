@@ -17,6 +17,7 @@ from stack.private import build_archive
 from tests.conftest import PROJECT_DIR
 from tests.integration.conftest import started_stack, stop_stack
 from tests.load import steady_load
+from tools import management
 
 from sentiment_info import BUILD_INFO
 
@@ -58,7 +59,7 @@ def model_upgrade(stack, *arguments):
 
 
 def registered_versions(stack):
-    response = requests.get(f"{stack.torchserve.management_url}/models/sentiment/all", timeout=10)
+    response = management.request(stack.torchserve.management_url, "GET", "/models/sentiment/all", timeout=10)
     return sorted(description["modelVersion"] for description in response.json())
 
 
@@ -124,16 +125,16 @@ def test_a_candidate_that_is_not_ready_in_time_is_removed(stack, candidates):
     ],
 )
 def test_the_management_api_registers_only_archives_already_in_the_store(stack, url, refusal):
-    response = requests.post(f"{stack.torchserve.management_url}/models", params={"url": url}, timeout=30)
+    response = management.request(stack.torchserve.management_url, "POST", "/models", params={"url": url}, timeout=30)
     assert response.status_code == 404, response.text
     assert refusal.lower() in response.json()["message"].lower()
 
 
 def defaults_and_versions(replica):
     """Return (default version, sorted registered versions) of one TorchServe."""
-    default = requests.get(f"{replica.management_url}/models/sentiment", timeout=10).json()[0]["modelVersion"]
-    every = requests.get(f"{replica.management_url}/models/sentiment/all", timeout=10).json()
-    return default, sorted(description["modelVersion"] for description in every)
+    default = management.request(replica.management_url, "GET", "/models/sentiment", timeout=10).json()[0]
+    every = management.request(replica.management_url, "GET", "/models/sentiment/all", timeout=10).json()
+    return default["modelVersion"], sorted(description["modelVersion"] for description in every)
 
 
 def test_every_replica_switches_together_and_a_refused_candidate_leaves_every_one_as_it_was(

@@ -36,12 +36,7 @@ def steady_classify(client, stop):
 
 def test_killing_one_of_two_torchserves_under_load_loses_no_request_and_stays_ready(two_torchserves):
     (first, first_process), (second, _) = two_torchserves
-    client = TorchServeClient(
-        Settings(
-            torchserve_url=f"{first.inference_url},{second.inference_url}",
-            torchserve_management_url=f"{first.management_url},{second.management_url}",
-        )
-    )
+    client = TorchServeClient(Settings(torchserve_url=f"{first.inference_url},{second.inference_url}"))
     stop = threading.Event()
     threads, answered, failures = steady_classify(client, stop)
     try:

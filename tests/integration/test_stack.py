@@ -192,7 +192,6 @@ def test_make_up_then_make_down_leaves_no_process(tmp_path, tiny_model_dir):
         "REPLICAS": "2",
         "FACADE_BASE_PORT": str(settings.facade_base_port),
         "TORCHSERVE_INFERENCE_PORT": str(settings.torchserve.inference_port),
-        "TORCHSERVE_MANAGEMENT_PORT": str(settings.torchserve.management_port),
         "TORCHSERVE_METRICS_PORT": str(settings.torchserve.metrics_port),
         "TORCHSERVE_GRPC_INFERENCE_PORT": str(settings.torchserve.grpc_inference_port),
         "TORCHSERVE_GRPC_MANAGEMENT_PORT": str(settings.torchserve.grpc_management_port),

@@ -3,8 +3,10 @@
 import os
 import re
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,6 +16,7 @@ from stack.private import build_archive, private_torchserve
 from stack.processes import group_members
 from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.integration.conftest import run_make
+from tools import management
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +107,68 @@ def test_the_worker_warms_up_before_it_is_ready_and_logs_how_long(torchserve):
     done, planned, _, budget = (int(float(value)) for value in warmups[0])
     assert 1 <= done <= planned
     assert budget == 3
+
+
+def processes_of(settings):
+    """Return the PIDs of this TorchServe's processes (launcher, Java, workers): its TMPDIR is its own."""
+    marker = f"TMPDIR={settings.run_dir / 'torchserve-tmp'}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                pids.append(int(entry))
+        except OSError:
+            continue  # gone, or not ours
+    return pids
+
+
+def listening_tcp_ports(pids):
+    """Return the TCP ports the processes `pids` listen on (IPv4 and IPv6)."""
+    inodes = set()
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_management_api_listens_on_no_tcp_port_only_on_a_socket_in_a_private_folder(torchserve):
+    pids = processes_of(torchserve)
+    assert len(pids) >= 3  # launcher, Java frontend, one worker
+
+    assert listening_tcp_ports(pids) == {
+        torchserve.inference_port,
+        torchserve.metrics_port,
+        torchserve.grpc_inference_port,
+        torchserve.grpc_management_port,  # gRPC cannot use a socket; on loopback (docs/security.md)
+    }
+    folder = torchserve.management_socket.parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
+    assert stat.S_ISSOCK(torchserve.management_socket.stat().st_mode)
+    answer = management.request(torchserve.management_url, "GET", f"/models/{torchserve.model_name}", timeout=10)
+    assert answer.status_code == 200 and answer.json()[0]["modelName"] == torchserve.model_name
+
+
+def test_a_describe_job_on_the_inference_api_is_answered_without_classifying(torchserve):
+    response = requests.post(torchserve.predictions_url, json={}, headers={"X-Sentiment-Describe": "1"}, timeout=30)
+
+    assert response.status_code == 200
+    description = response.json()
+    assert description["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert description["archive_version"] == response.headers["X-Model-Version"]
+    assert {"max_text_tokens", "max_request_tokens", "runtime", "model_id"} <= set(description)
+    log = (torchserve.log_dir / "model_log.log").read_text()
+    assert "texts=0 tokens=0 status=200 code=describe" in log
 
 
 def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):

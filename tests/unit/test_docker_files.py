@@ -435,6 +435,8 @@ def test_the_upgrade_tool_runs_only_when_asked_with_the_store_writable_and_no_ro
     upgrade = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["upgrade"]
 
     assert upgrade["profiles"] == ["tools"]  # never started by `up`
-    assert upgrade["networks"] == ["backend"]  # internal: it reaches TorchServe and nothing else
+    # On no network: the management API is a socket in each TorchServe container (switch-model.sh
+    # execs there); this container only writes the store.
+    assert upgrade["network_mode"] == "none" and "networks" not in upgrade
     assert "model-store:/home/model-server/model-store" in upgrade["volumes"]
     assert upgrade["entrypoint"][:3] == ["python", "-m", "tools.model_upgrade"]

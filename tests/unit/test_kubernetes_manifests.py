@@ -239,7 +239,24 @@ def test_the_torchserve_services_are_headless_so_a_facade_resolves_every_pod():
     }
 
     assert services["torchserve"]["clusterIP"] == "None"
-    assert services["torchserve-management"]["clusterIP"] == "None"
+
+
+def test_no_manifest_opens_a_path_to_the_management_api():
+    docs = documents(KUBERNETES_DIR / "base")
+    torchserve = container(docs, "torchserve", "torchserve")
+    service_ports = {port["port"] for doc in docs if doc["kind"] == "Service" for port in doc["spec"]["ports"]}
+    policy_ports = {
+        port["port"]
+        for doc in docs
+        if doc["kind"] == "NetworkPolicy"
+        for rule in doc["spec"].get("ingress", []) + doc["spec"].get("egress", [])
+        for port in rule.get("ports", [])
+    }
+    # The image's management API is a Unix socket inside the container: no port to name anywhere.
+    assert env_defaults("torchserve")["TS_MANAGEMENT_ADDRESS"].startswith("unix:")
+    assert {port["containerPort"] for port in torchserve["ports"]} == {8090, 8092}
+    assert 8091 not in service_ports | policy_ports
+    assert not any("MANAGEMENT" in env["name"] for env in container(docs, "app", "facade")["env"])
 
 
 def test_a_labelled_prometheus_may_scrape_only_the_facades_and_torchserves_metrics_ports():
@@ -303,8 +320,6 @@ def test_compose_swarm_and_kubernetes_agree_on_user_ids_and_ports():
     assert "FACADE_TORCHSERVE_URL" not in facade_env
     assert "FACADE_TORCHSERVE_URL" not in compose["app"]["environment"]
     assert "FACADE_TORCHSERVE_URL" not in (swarm["app"].get("environment") or {})
-    management_port = torchserve["TS_MANAGEMENT_ADDRESS"].rsplit(":", 1)[1]
-    assert facade_env["FACADE_TORCHSERVE_MANAGEMENT_URL"].endswith(f":{management_port}")
 
 
 def test_probes_are_the_images_healthchecks_and_the_facades_health_routes():

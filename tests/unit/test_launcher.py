@@ -1,11 +1,13 @@
 """The native launcher's checks before and while it starts the stack: no servers are started."""
 
 import socket
+import stat
 
 import pytest
 
 from stack.launcher import StackSettings, bound_ports, check_ports
 from stack.processes import StartupError, wait_until
+from stack.torchserve import TorchServeSettings, prepare_management_socket
 
 
 def test_every_port_the_stack_binds_has_a_setting_that_moves_it():
@@ -15,14 +17,33 @@ def test_every_port_the_stack_binds_has_a_setting_that_moves_it():
         "HTTP_PORT",
         "FACADE_BASE_PORT",
         "TORCHSERVE_INFERENCE_PORT",
-        "TORCHSERVE_MANAGEMENT_PORT",
         "TORCHSERVE_METRICS_PORT",
         "TORCHSERVE_GRPC_INFERENCE_PORT",
         "TORCHSERVE_GRPC_MANAGEMENT_PORT",
     }
-    # Two facades, nginx and TorchServe's five ports, all different.
+    # Two facades, nginx and TorchServe's four ports, all different (management is a Unix socket).
     ports = [port for port, _, _ in bound_ports(settings)]
-    assert len(ports) == len(set(ports)) == 8
+    assert len(ports) == len(set(ports)) == 7
+
+
+def test_the_management_socket_gets_a_folder_only_its_user_may_enter_and_no_stale_socket(tmp_path):
+    settings = TorchServeSettings(run_dir=tmp_path / "run")
+    folder = settings.management_socket.parent
+    folder.mkdir(parents=True, mode=0o755)
+    settings.management_socket.write_text("left by a killed TorchServe")
+
+    prepare_management_socket(settings)
+
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert not settings.management_socket.exists()
+    assert settings.management_url == f"unix:{tmp_path}/run/management/management.sock"
+
+
+def test_a_run_dir_too_long_for_a_unix_socket_stops_the_start_naming_run_dir(tmp_path):
+    settings = TorchServeSettings(run_dir=tmp_path / ("r" * 100))
+
+    with pytest.raises(StartupError, match="set RUN_DIR to a shorter folder"):
+        prepare_management_socket(settings)
 
 
 def test_a_taken_port_stops_up_with_the_setting_that_moves_it():

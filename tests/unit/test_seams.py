@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from facade.info import DESCRIBE_HEADER
 from facade.settings import Settings
 from facade.tokens import too_many_tokens_message
 from stack.launcher import (
@@ -23,6 +24,7 @@ from stack.torchserve import TorchServeSettings
 from tests.unit.test_docker_files import env_defaults
 from tools.torchserve_config import model_name, properties
 
+from sentiment_info import DESCRIBE_HEADER as HANDLER_DESCRIBE_HEADER
 from sentiment_requests import TooManyTokensError
 
 
@@ -69,3 +71,7 @@ def test_the_native_nginx_waits_as_long_as_the_facades_read_timeout_asks(tmp_pat
     rendered = nginx_config(settings).read_text()
     assert re.findall(r"proxy_read_timeout (\S+);", rendered) == ["90s"]
     assert re.findall(r"worker_shutdown_timeout (\S+);", rendered) == ["90s"]
+
+
+def test_the_facade_asks_for_a_description_with_the_header_the_handler_answers():
+    assert DESCRIBE_HEADER == HANDLER_DESCRIBE_HEADER

@@ -35,8 +35,16 @@ OK = {"results": [{"label": "POSITIVE", "score": 0.9}]}
 STUB_VERSION = "a1b2c3d4e5f6"
 
 
+# A describe job is a POST to the same path as a classification: the stub scripts it apart.
+DESCRIBE = "#describe"
+DESCRIPTION = {"model_id": "distilbert", "revision": "714eb0f", "labels": ["NEGATIVE", "POSITIVE"]}
+
+
 class StubTorchServe:
-    """Answers each (method, path) as scripted and records every request it receives."""
+    """Answers each (method, path) as scripted and records every request it receives.
+
+    A describe job (X-Sentiment-Describe) is scripted and recorded as path + DESCRIBE.
+    """
 
     def __init__(self):
         self.answers = {}
@@ -65,9 +73,10 @@ class StubTorchServe:
 
             def reply(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                stub.received.append((self.command, self.path, dict(self.headers), body))
+                marker = DESCRIBE if self.headers.get("X-Sentiment-Describe") else ""
+                stub.received.append((self.command, self.path + marker, dict(self.headers), body))
                 # A version named in the path (/predictions/<model>/<version>) is the one it stamps.
-                path = self.path.removesuffix(f"/{STUB_VERSION}")
+                path = self.path.removesuffix(f"/{STUB_VERSION}") + marker
                 scripted = stub.answers.get(
                     (self.command, path), (404, {"code": 404, "type": "ModelNotFoundException"}, 0, False)
                 )
@@ -121,8 +130,7 @@ def retrying_client(torchserve):
 @pytest.fixture
 def ts_client(torchserve):
     settings = Settings(
-        torchserve_url=torchserve.url,
-        torchserve_management_url=torchserve.url + "/",
+        torchserve_url=torchserve.url + "/",
         read_timeout_s=0.3,
         ready_timeout_s=0.3,
     )
@@ -290,43 +298,93 @@ def test_connection_dropped_after_sending_is_unavailable_and_not_retried(torchse
     assert len(torchserve.received) == 1
 
 
-def test_ready_when_a_worker_is_ready(torchserve, ts_client):
-    workers = [{"id": "9000", "status": "UNLOADING"}, {"id": "9001", "status": "READY"}]
-    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": workers}])
+def answer_ready(stub):
+    """Script a replica whose frontend is up and whose worker answers describe jobs."""
+    stub.answer("GET", "/ping", body={"status": "Healthy"})
+    stub.answer("POST", "/predictions/sentiment" + DESCRIBE, body=DESCRIPTION)
+
+
+def asked(stub, path):
+    return [received for received in stub.received if received[1] == path]
+
+
+def test_ready_once_the_replica_answers_ping_and_a_describe_job(torchserve, ts_client):
+    answer_ready(torchserve)
 
     assert ts_client.is_ready() is True
+    assert len(asked(torchserve, "/predictions/sentiment" + DESCRIBE)) == 1
+
+
+def test_a_proven_replica_is_judged_by_ping_alone_so_probes_do_not_queue_behind_jobs(torchserve, ts_client):
+    answer_ready(torchserve)
+    assert ts_client.is_ready() is True
+    # Under load a describe job would wait in the worker's queue: later probes no longer send one.
+    torchserve.answer("POST", "/predictions/sentiment" + DESCRIBE, body=DESCRIPTION, delay_s=0.8)
+
+    assert [ts_client.is_ready() for _ in range(3)] == [True] * 3
+    assert len(asked(torchserve, "/predictions/sentiment" + DESCRIBE)) == 1
+    assert len(asked(torchserve, "/ping")) == 4
 
 
 @pytest.mark.parametrize(
     ("status", "body"),
     [
-        (200, [{"modelName": "sentiment", "workers": [{"id": "9000", "status": "UNLOADING"}]}]),
-        (200, [{"modelName": "sentiment", "workers": []}]),
-        (200, [{"modelName": "sentiment"}]),
-        (200, []),
-        (200, {"workers": [{"status": "READY"}]}),
-        (200, b"READY"),
+        # TorchServe before the model is registered, with no worker, or with a worker still loading.
         (404, {"code": 404, "type": "ModelNotFoundException"}),
-        (503, [{"modelName": "sentiment", "workers": [{"status": "READY"}]}]),
+        (503, NO_WORKER),
+        # A handler that does not know describe jobs classifies nothing and says so.
+        (400, {"error": {"code": "missing_text", "message": "Send text"}}),
+        (200, {"results": []}),
+        (200, b"READY"),
     ],
 )
-def test_not_ready_without_a_ready_worker_or_a_clear_answer(torchserve, ts_client, status, body):
-    torchserve.answer("GET", "/models/sentiment", status=status, body=body)
+def test_not_ready_while_no_worker_answers_a_describe_job(torchserve, ts_client, status, body):
+    torchserve.answer("GET", "/ping", body={"status": "Healthy"})
+    torchserve.answer("POST", "/predictions/sentiment" + DESCRIBE, status=status, body=body)
 
     assert ts_client.is_ready() is False
 
 
-def test_not_ready_when_the_management_api_is_slow(torchserve, ts_client):
-    torchserve.answer("GET", "/models/sentiment", body=[{"workers": [{"status": "READY"}]}], delay_s=0.8)
+def test_not_ready_when_ping_says_unhealthy_even_if_the_replica_was_proven(torchserve, ts_client):
+    answer_ready(torchserve)
+    assert ts_client.is_ready() is True
+    torchserve.answer("GET", "/ping", status=500, body={"status": "Unhealthy"})
 
     assert ts_client.is_ready() is False
 
 
-def test_not_ready_when_the_management_api_refuses_connections():
-    client = TorchServeClient(Settings(torchserve_management_url=f"http://127.0.0.1:{free_port()}"))
+def test_a_replica_that_failed_must_answer_a_describe_job_again_before_it_counts(torchserve, ts_client):
+    answer_ready(torchserve)
+    assert ts_client.is_ready() is True
+    torchserve.answer("POST", "/predictions/sentiment", hang_up=True)  # a job's connection cut: failed
+    with pytest.raises(UpstreamUnavailableError):
+        ts_client.classify(["good"], "rid")
+    torchserve.answer("POST", "/predictions/sentiment" + DESCRIBE, status=503, body=NO_WORKER)
+
+    assert ts_client.is_ready() is False
+    assert len(asked(torchserve, "/predictions/sentiment" + DESCRIBE)) == 2
+
+
+def test_not_ready_when_the_describe_job_is_slower_than_the_ready_timeout(torchserve, ts_client):
+    torchserve.answer("GET", "/ping", body={"status": "Healthy"})
+    torchserve.answer("POST", "/predictions/sentiment" + DESCRIBE, body=DESCRIPTION, delay_s=0.8)
+
+    assert ts_client.is_ready() is False
+
+
+def test_not_ready_when_torchserve_refuses_connections():
+    client = TorchServeClient(Settings(torchserve_url=f"http://127.0.0.1:{free_port()}"))
 
     assert client.is_ready() is False
     client.close()
+
+
+def test_readiness_never_asks_the_management_api(torchserve, ts_client):
+    answer_ready(torchserve)
+    ts_client.is_ready()
+    ts_client.describe()
+
+    assert {path for _, path, _, _ in torchserve.received} <= {"/ping", "/predictions/sentiment" + DESCRIBE}
 
 
 def test_each_post_tells_torchserve_when_the_facade_stops_waiting(torchserve, retrying_client):
@@ -530,12 +588,12 @@ def test_a_text_over_the_token_limit_under_error_truncation_is_413_with_the_coun
     assert raised.value.status == 413 and "700 tokens" in raised.value.message
 
 
-def test_describe_returns_the_handlers_own_description_with_the_archive_version(torchserve, ts_client):
-    custom = {"model_id": "distilbert", "revision": "714eb0f", "labels": ["NEGATIVE", "POSITIVE"]}
-    description = [{"modelName": "sentiment", "modelVersion": STUB_VERSION, "customizedMetadata": json.dumps(custom)}]
-    torchserve.answer("GET", "/models/sentiment?customized=true", body=description)
+def test_describe_returns_the_handlers_own_description_with_the_archive_version_that_answered(torchserve, ts_client):
+    torchserve.answer("POST", "/predictions/sentiment" + DESCRIBE, body={**DESCRIPTION, "archive_version": "old"})
 
-    assert ts_client.describe() == {"archive_version": STUB_VERSION, **custom}
+    assert ts_client.describe() == {**DESCRIPTION, "archive_version": STUB_VERSION}
+    (_, _, headers, body), *_ = torchserve.received
+    assert headers["X-Sentiment-Describe"] == "1" and json.loads(body) == {}
 
 
 def test_describe_without_torchserve_is_503(torchserve, ts_client):
@@ -589,9 +647,7 @@ def other_torchserve(second_stub_server):
 
 
 def replica_client(*urls, read_timeout_s=2.0):
-    return TorchServeClient(
-        Settings(torchserve_url=",".join(urls), torchserve_management_url=",".join(urls), read_timeout_s=read_timeout_s)
-    )
+    return TorchServeClient(Settings(torchserve_url=",".join(urls), read_timeout_s=read_timeout_s))
 
 
 def test_requests_are_spread_over_every_replica(torchserve, other_torchserve):
@@ -669,16 +725,17 @@ def test_a_handler_error_is_not_retried_on_the_other_replica(torchserve, other_t
 
 
 def test_ready_while_one_replica_of_two_is(torchserve):
-    workers = [{"id": "9000", "status": "READY"}]
-    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": workers}])
+    answer_ready(torchserve)
     client = replica_client(f"http://127.0.0.1:{free_port()}", torchserve.url)
 
     assert client.is_ready() is True
     client.close()
 
 
-def test_not_ready_when_no_replica_has_a_ready_worker(torchserve, other_torchserve):
-    torchserve.answer("GET", "/models/sentiment", body=[{"modelName": "sentiment", "workers": []}])
+def test_not_ready_when_no_replica_has_a_loaded_worker(torchserve, other_torchserve):
+    for stub in (torchserve, other_torchserve):
+        stub.answer("GET", "/ping", body={"status": "Healthy"})
+        stub.answer("POST", "/predictions/sentiment" + DESCRIBE, status=503, body=NO_WORKER)
     client = replica_client(torchserve.url, other_torchserve.url)
 
     assert client.is_ready() is False

@@ -15,6 +15,7 @@ from facade.replicas import (
     Replicas,
     failure_kind,
     pick,
+    readiness_order,
     resolved_urls,
     retry_target,
 )
@@ -145,6 +146,26 @@ def test_while_one_request_waits_for_a_slow_lookup_the_others_use_the_replicas_k
     release.set()
     looking_up.join(5)
     assert replicas.all() == ["http://10.0.0.1:8090", "http://10.0.0.2:8090"]
+
+
+def test_a_replica_is_proven_by_a_describe_job_until_it_fails_or_leaves_the_lookup():
+    dns, clock = FakeDns(["10.0.0.1", "10.0.0.2"]), Clock()
+    replicas = Replicas(["http://torchserve:8090"], 5.0, resolve=dns, clock=clock)
+    first, second = replicas.all()
+    replicas.answered_describe(first)
+    replicas.answered_describe(second)
+    replicas.answered_describe("http://10.9.9.9:8090")  # not a replica (any more): never proven
+
+    replicas.failed(first)
+    assert replicas.proven() == {second}
+    dns.answer = ["10.0.0.1"]  # the second one's container is gone; a new one may reuse the address
+    replicas.all()
+    assert replicas.proven() == set()
+
+
+def test_readyz_asks_proven_replicas_first_and_those_known_down_last():
+    assert readiness_order([A, B, C], down={A}, proven={C}) == [C, B, A]
+    assert readiness_order([A, B], down=set(), proven=set()) == [A, B]
 
 
 def test_several_urls_are_the_replicas_of_each_in_turn():

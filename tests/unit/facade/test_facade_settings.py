@@ -19,10 +19,7 @@ def test_defaults_match_the_documented_table():
     settings = Settings.from_env({"FACADE_CONTAINER_ID": "box"})
 
     assert settings == Settings(container_id="box")
-    assert (settings.torchserve_url, settings.torchserve_management_url) == (
-        "http://127.0.0.1:8090",
-        "http://127.0.0.1:8091",
-    )
+    assert settings.torchserve_url == "http://127.0.0.1:8090"
     assert (settings.model_name, settings.host, settings.port) == ("sentiment", "127.0.0.1", 5001)
     assert (settings.connect_timeout_s, settings.read_timeout_s, settings.ready_timeout_s) == (1.0, 15.0, 2.0)
     assert (settings.max_texts, settings.max_text_chars, settings.max_body_bytes) == (64, 10000, 1048576)
@@ -31,10 +28,17 @@ def test_defaults_match_the_documented_table():
     assert settings.metrics_dir == ""
 
 
+def test_a_management_url_left_from_an_older_setup_stops_the_start_and_says_to_remove_it():
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"FACADE_TORCHSERVE_MANAGEMENT_URL": "http://torchserve:8091"})
+    assert "FACADE_TORCHSERVE_MANAGEMENT_URL is set" in str(raised.value)
+    assert "remove the variable" in str(raised.value)
+    assert Settings.from_env({"FACADE_TORCHSERVE_MANAGEMENT_URL": " ", "FACADE_CONTAINER_ID": "box"}).port == 5001
+
+
 def test_every_variable_is_read_from_the_environment(tmp_path):
     environ = {
         "FACADE_TORCHSERVE_URL": "http://torchserve:8080",
-        "FACADE_TORCHSERVE_MANAGEMENT_URL": "https://torchserve:8081/",
         "FACADE_MODEL_NAME": "sst2.v1",
         "FACADE_CONNECT_TIMEOUT_S": "0.5",
         "FACADE_READ_TIMEOUT_S": "30",
@@ -55,7 +59,6 @@ def test_every_variable_is_read_from_the_environment(tmp_path):
 
     assert Settings.from_env(environ) == Settings(
         torchserve_url="http://torchserve:8080",
-        torchserve_management_url="https://torchserve:8081/",
         model_name="sst2.v1",
         connect_timeout_s=0.5,
         read_timeout_s=30.0,
@@ -102,7 +105,6 @@ def test_settings_are_read_from_os_environ_by_default(monkeypatch):
         ("FACADE_RETRY_AFTER_S", "-1", "0 or more"),
         ("FACADE_GRACEFUL_TIMEOUT_S", "-5", "0 or more"),
         ("FACADE_TORCHSERVE_URL", "torchserve:8080", "http://"),
-        ("FACADE_TORCHSERVE_MANAGEMENT_URL", "ftp://host", "http://"),
         ("FACADE_TORCHSERVE_URL", "http://host:port", "http://"),
         ("FACADE_TORCHSERVE_URL", "http://host/?q=1", "http://"),
         ("FACADE_TORCHSERVE_URL", "http://a:8090,torchserve:8090", "comma-separated"),

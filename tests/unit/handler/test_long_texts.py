@@ -165,6 +165,18 @@ def test_describe_reports_identity_labels_and_token_limits(loaded_handler):
     assert described["precision"] == "fp32"
 
 
+def test_a_describe_job_is_answered_with_the_description_beside_classified_requests(handle, loaded_handler, caplog):
+    rows = [{"body": {"text": "good"}}, {"body": {}}, {"body": {"text": "bad"}}]
+    with caplog.at_level("INFO", logger="sentiment_handler"):
+        responses, context = handle(rows, headers={1: {"X-Sentiment-Describe": "1"}})
+    assert responses[1] == loaded_handler.description()
+    assert responses[1]["labels"] == ["NEGATIVE", "POSITIVE"] and responses[1]["max_text_tokens"] == 512
+    assert [set(responses[index]) for index in (0, 2)] == [{"label", "score"}] * 2
+    assert 1 not in context.statuses  # 200, not an error
+    assert context.response_headers[1]["X-Model-Version"] == "0123456789ab"
+    assert "texts=0 tokens=0 status=200 code=describe" in caplog.text
+
+
 def test_window_average_of_identical_windows_is_that_window():
     row = np.array([0.2, 0.8])
     assert averaged([row, row, row], [5, 5, 2]).tolist() == pytest.approx(row.tolist())

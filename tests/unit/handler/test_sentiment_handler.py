@@ -1,5 +1,6 @@
 """The handler on a tiny real model, with a fake TorchServe context."""
 
+import inspect
 import json
 import socket
 import time
@@ -10,6 +11,7 @@ from transformers import pipeline
 
 from tests.unit.handler.conftest import FakeContext
 
+import sentiment_handler
 from sentiment_handler import SentimentHandler
 
 SHORT = "it is worth it"
@@ -362,3 +364,8 @@ def test_a_facade_clock_20_s_behind_does_not_make_its_requests_look_late(limited
     responses = limited_handler.handle([{"body": {"text": SHORT}}], context)
     assert context.statuses == {}
     assert responses[0]["label"] in {"NEGATIVE", "POSITIVE"}
+
+
+def test_the_handler_module_defines_one_class_as_torchserve_requires():
+    classes = [obj for _, obj in inspect.getmembers(sentiment_handler, inspect.isclass)]
+    assert [cls.__name__ for cls in classes if cls.__module__ == "sentiment_handler"] == ["SentimentHandler"]

@@ -14,9 +14,11 @@ from tools.model_upgrade import (
     Store,
     UpgradeError,
     common_default,
+    main,
     read_state,
     ready,
     record_switch,
+    refused_archive,
     replicas,
     stored_archive,
     wait_ready,
@@ -73,6 +75,14 @@ def test_a_host_name_stands_for_every_replica_it_resolves_to():
         Replica("http://10.0.0.7:8091", "http://10.0.0.7:8090"),
         Replica("http://10.0.0.9:8091", "http://10.0.0.9:8090"),
         Replica("http://127.0.0.1:8091", "http://127.0.0.1:8090"),
+    ]
+
+
+def test_a_socket_address_is_one_replica_paired_with_its_inference_url_as_given():
+    socket_address = "unix:/home/model-server/tmp/management/management.sock"
+
+    assert replicas([socket_address], ["http://127.0.0.1:8090"], addresses=lambda host: 1 / 0) == [
+        Replica(socket_address, "http://127.0.0.1:8090")
     ]
 
 
@@ -141,3 +151,24 @@ def test_the_store_keeps_only_the_default_and_the_previous_archive(tmp_path):
     ]
     # A rollback is a switch back: the two swap places.
     assert record_switch(store, "bbb", "ccc") == {"default": "bbb", "previous": "ccc"}
+
+
+def test_a_refused_candidate_leaves_the_store_but_a_refused_rollback_target_stays(tmp_path):
+    store = Store(tmp_path, "sentiment")
+    for version in ("aaa", "bbb", "ccc"):
+        archive(tmp_path / f"sentiment-{version}.mar", version)
+    record_switch(store, "bbb", "aaa")
+
+    refused_archive(store, "ccc")  # an upgrade's candidate
+    refused_archive(store, "aaa")  # the previous version, a rollback's target: kept for the next try
+
+    assert sorted(path.name for path in tmp_path.glob("sentiment-*.mar")) == ["sentiment-aaa.mar", "sentiment-bbb.mar"]
+
+
+@pytest.mark.parametrize("arguments", [["check"], ["record", "aaa"], ["promote", "aaa", "bbb"]])
+def test_a_step_with_the_wrong_number_of_versions_is_refused_before_anything_runs(arguments, tmp_path, capsys):
+    management = ["--management-url", f"unix:{tmp_path}/absent.sock", "--store", str(tmp_path)]
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, *management], environ={})
+    assert stopped.value.code == 2
+    assert f"{arguments[0]} takes" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """config.properties is the one home of TorchServe's ports and model name; the rest read it."""
 
 from stack.launcher import StackSettings
-from tools.scale_workers import default_management_url, default_model_name
-from tools.torchserve_config import CONFIG_FILE, local_url, model_name, properties
+from tools.management import default_address as default_management_url
+from tools.scale_workers import default_model_name
+from tools.torchserve_config import CONFIG_FILE, local_url, management_address, model_name, properties
 
 
 def test_the_launcher_serves_the_ports_and_model_that_config_properties_names():
@@ -10,13 +11,20 @@ def test_the_launcher_serves_the_ports_and_model_that_config_properties_names():
     torchserve = StackSettings.from_env({}).torchserve
     assert torchserve.config_file == CONFIG_FILE
     assert torchserve.inference_url == local_url(config, "inference_address")
-    assert torchserve.management_url == local_url(config, "management_address")
+    assert torchserve.management_url == management_address(config)  # the socket in the default run dir
     assert torchserve.metrics_url == local_url(config, "metrics_address")
     assert (torchserve.grpc_inference_port, torchserve.grpc_management_port) == (
         int(config["grpc_inference_port"]),
         int(config["grpc_management_port"]),
     )
     assert f"{torchserve.model_name}.mar" == config["load_models"] == f"{model_name(config)}.mar"
+
+
+def test_the_management_api_is_a_unix_socket_by_default_and_a_relative_one_is_the_project_dirs():
+    assert properties()["management_address"].startswith("unix:")
+    assert default_management_url({}) == f"unix:{CONFIG_FILE.parent}/run/management/management.sock"
+    environ = {"TS_MANAGEMENT_ADDRESS": "unix:/home/model-server/tmp/management/management.sock"}
+    assert default_management_url(environ) == environ["TS_MANAGEMENT_ADDRESS"]
 
 
 def test_a_ts_variable_overrides_its_key_as_in_torchserve_and_a_wildcard_bind_is_reached_on_loopback():
