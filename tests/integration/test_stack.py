@@ -42,13 +42,20 @@ def test_one_text_gets_label_score_and_container_id(stack):
     assert body["container_id"] == response.headers["X-Container-ID"]
 
 
+# How far one text's score may move with the texts it shares a pass with: none in fp32; int8
+# (PRECISION=auto's usual choice) quantizes activations with one scale per pass, so its
+# neighbours move it a little (by 0.002 on the test model's seed sentences).
+SCORE_TOLERANCE = {"fp32": 1e-4, "int8": 0.02}
+
+
 def test_many_texts_come_back_in_input_order(stack):
     texts = ["It is worth it", "It is a waste of time and money", "fine", "dreadful and dull"]
     batch = post(stack, {"texts": texts}).json()
     singles = [post(stack, {"text": text}).json() for text in texts]
+    precision = requests.get(stack.url + "info", timeout=30).json()["model"]["precision"]
     assert [result["label"] for result in batch["results"]] == [single["label"] for single in singles]
     for result, single in zip(batch["results"], singles, strict=True):
-        assert result["score"] == pytest.approx(single["score"], abs=1e-4)
+        assert result["score"] == pytest.approx(single["score"], abs=SCORE_TOLERANCE[precision])
 
 
 def test_both_facade_instances_answer_within_10_gets(stack):

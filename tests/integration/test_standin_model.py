@@ -37,9 +37,16 @@ def test_seed_sentences_get_the_right_label(torchserve, text, label):
     assert response.json()["score"] > 0.5
 
 
-def test_sst2_dev_accuracy_through_torchserve_on_onnx_equals_in_process_torch(torchserve, standin_model_dir, sst2_dev):
+# SST-2 dev points the served archive may differ from in-process torch fp32 by: ONNX Runtime fp32
+# only rounds differently; int8 (what PRECISION=auto packs when it agrees with fp32) may lose up
+# to the precision rule's 0.5 points.
+ACCURACY_TOLERANCE = {"fp32": 0.1, "int8": 0.5}
+
+
+def test_sst2_dev_accuracy_through_torchserve_on_onnx_matches_in_process_torch(torchserve, standin_model_dir, sst2_dev):
     with zipfile.ZipFile(torchserve.model_store / "sentiment.mar") as mar:
-        assert json.loads(mar.read("build-info.json"))["runtime"] == "onnx"  # the default runtime
+        build = json.loads(mar.read("build-info.json"))
+    assert build["runtime"] == "onnx"  # the default runtime
     sentences = [sentence for sentence, _ in sst2_dev]
     gold = ["POSITIVE" if label else "NEGATIVE" for _, label in sst2_dev]
     chunks = [sentences[start : start + CHUNK] for start in range(0, len(sentences), CHUNK)]
@@ -53,5 +60,5 @@ def test_sst2_dev_accuracy_through_torchserve_on_onnx_equals_in_process_torch(to
 
     print(f"SST-2 dev accuracy: TorchServe {accuracy(served):.2f}%, pipeline {accuracy(in_process):.2f}%")
     assert len(served) == len(sentences) == 872
-    assert accuracy(served) == pytest.approx(accuracy(in_process), abs=0.1)
+    assert accuracy(served) == pytest.approx(accuracy(in_process), abs=ACCURACY_TOLERANCE[build["precision"]])
     assert accuracy(served) > 85
