@@ -377,6 +377,27 @@ def checked_figures(plan, replica, current):
     return model_check.figures(candidate, answered, [label for _, label in plan.labelled])
 
 
+def check_failures(plan, current):
+    """Register, warm and check the candidate on each replica in turn (after removing what an
+    interrupted run left), up to the first that cannot be checked; return the replicas it was
+    registered on and what failed."""
+    model = plan.store.model
+    for replica in plan.replicas:
+        if plan.version in {d["modelVersion"] for d in registered(replica, model)}:
+            unregister(replica, model, plan.version)  # left by an interrupted run: start clean
+    registered_on, failures = [], []
+    for replica in plan.replicas:
+        registered_on.append(replica)
+        try:
+            measured = checked_figures(plan, replica, current)
+        except (UpgradeError, CheckError, requests.RequestException) as exc:
+            failures.append(f"{replica.management_url}: {exc}")
+            break
+        say(f"{replica.management_url}: {measured.summary(plan.version, current)}")
+        failures += [f"{replica.management_url}: {p}" for p in model_check.problems(measured, plan.thresholds)]
+    return registered_on, failures
+
+
 def withdraw(plan, replicas_done):
     """Unregister the candidate wherever it was registered (it is not the default there)."""
     for replica in replicas_done:
@@ -393,19 +414,7 @@ def switch(plan):
     if current == plan.version:
         say(f"{plan.version} is already the default on every replica: nothing to do")
         return 0
-    for replica in plan.replicas:
-        if plan.version in {d["modelVersion"] for d in registered(replica, model)}:
-            unregister(replica, model, plan.version)  # left by an interrupted run: start clean
-    registered_on, failures = [], []
-    for replica in plan.replicas:
-        registered_on.append(replica)
-        try:
-            measured = checked_figures(plan, replica, current)
-        except (UpgradeError, CheckError, requests.RequestException) as exc:
-            failures.append(f"{replica.management_url}: {exc}")
-            break
-        say(f"{replica.management_url}: {measured.summary(plan.version, current)}")
-        failures += [f"{replica.management_url}: {p}" for p in model_check.problems(measured, plan.thresholds)]
+    registered_on, failures = check_failures(plan, current)
     if failures:
         withdraw(plan, registered_on)
         for failure in failures:
@@ -435,18 +444,7 @@ def checked_here(plan):
     """Step `check`: the candidate registered, warm and checked on plan.replicas; print the current default."""
     model = plan.store.model
     current = common_default({r.management_url: default_description(r, model)["modelVersion"] for r in plan.replicas})
-    for replica in plan.replicas:
-        if plan.version in {d["modelVersion"] for d in registered(replica, model)} and current != plan.version:
-            unregister(replica, model, plan.version)  # left by an interrupted run: start clean
-    failures = []
-    for replica in plan.replicas if current != plan.version else ():
-        try:
-            measured = checked_figures(plan, replica, current)
-        except (UpgradeError, CheckError, requests.RequestException) as exc:
-            failures.append(f"{replica.management_url}: {exc}")
-            break
-        say(f"{replica.management_url}: {measured.summary(plan.version, current)}")
-        failures += [f"{replica.management_url}: {p}" for p in model_check.problems(measured, plan.thresholds)]
+    failures = check_failures(plan, current)[1] if current != plan.version else []
     if failures:
         withdraw(plan, plan.replicas)
         for failure in failures:
