@@ -101,8 +101,8 @@ class StubTorchServe:
         return Handler
 
 
-@pytest.fixture(scope="module")
-def stub_server():
+def served_stub():
+    """Yield a StubTorchServe listening on a free loopback port; shut it down after."""
     stub = StubTorchServe()
     server = ThreadingHTTPServer(("127.0.0.1", 0), stub.handler())
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -110,6 +110,11 @@ def stub_server():
     yield stub
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stub_server():
+    yield from served_stub()
 
 
 @pytest.fixture
@@ -630,13 +635,7 @@ def test_a_too_long_text_found_in_a_later_job_is_numbered_as_in_the_clients_requ
 
 @pytest.fixture(scope="module")
 def second_stub_server():
-    stub = StubTorchServe()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), stub.handler())
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    stub.url = f"http://127.0.0.1:{server.server_port}"
-    yield stub
-    server.shutdown()
-    server.server_close()
+    yield from served_stub()
 
 
 @pytest.fixture
