@@ -42,8 +42,8 @@ def test_info_names_the_model_and_the_version_every_answer_carries(shared_stack,
     assert model["id"] == serving_model_dir.name
     assert model["labels"] == ["NEGATIVE", "POSITIVE"]
     assert len(model["archive_version"]) == 12 and model["archive_version"] != "1.0"
-    # make mar's default PRECISION=auto: int8 for the trained test model, fp32 for the tiny one (it
-    # gives every text one label); /info says which and why.
+    # make mar's default PRECISION=auto chose a precision for this model on this CPU (which one is
+    # not fixed: tests/integration/test_precision_auto.py holds the rule); /info says which and why.
     choice = model["precision_choice"]
     assert model["runtime"] == "onnx" and model["precision"] == choice["precision"]
     assert choice["requested"] == "auto" and choice["sentences"] == 1200
