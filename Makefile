@@ -132,7 +132,7 @@ logs: ## Show where the native stack logs, with the last lines of each log
 .PHONY: bench
 bench: install-dev ## Benchmark in-process per runtime, TorchServe, the service and the original design (QUICK=1: minutes)
 	$(BIN)/pip install --quiet --group bench
-	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,) $(BENCH_ARGS)
 
 .PHONY: bench-tune
 bench-tune: install-dev ## Sweep batchSize, maxBatchDelay, workers x threads at concurrency 8/32/64 (QUICK=1: < 10 min)
