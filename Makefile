@@ -268,9 +268,9 @@ docker-scale-workers: ## Scale the workers of every TorchServe container of the 
 
 # The upgrade tool's steps: in each TorchServe container (docker exec: the management API is a
 # socket there) and, for the model store's writes, in a one-shot container of the `upgrade`
-# service (deploy/compose/switch-model.sh).
+# service (deploy/switch-model.sh).
 DOCKER_SWITCH = $(DOCKER_ENV) COMPOSE="$(COMPOSE)" $(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),) \
-    bash deploy/compose/switch-model.sh
+    bash deploy/switch-model.sh
 
 .PHONY: docker-model-upgrade
 docker-model-upgrade: ## Compose: switch to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)
@@ -306,11 +306,13 @@ gpu-model-image: install ## Build the GPU overlay's model image: a torch archive
 
 # ------------------------------------------------------------------------------------------- Swarm
 # deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in
-# deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`.
+# deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`,
+# and seeds each node's model-store volume, which swarm-model-upgrade writes.
 STACK ?= sentiment
 APP ?=
 WORKERS ?=
-SWARM_ENV = $(DOCKER_ENV) STACK=$(STACK) COMPOSE="$(COMPOSE)" APP=$(APP) WORKERS=$(WORKERS)
+SWARM_ENV = $(DOCKER_ENV) STACK=$(STACK) COMPOSE="$(COMPOSE)" APP=$(APP) WORKERS=$(WORKERS) \
+    $(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),)
 
 .PHONY: swarm-up
 swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a one-node swarm if none), wait until serving (HTTP_PORT=8080, MODEL_DIR)
@@ -319,6 +321,15 @@ swarm-up: docker-bases docker-wheels mar ## Deploy the stack on Swarm (inits a o
 .PHONY: swarm-scale
 swarm-scale: ## Scale the Swarm stack: make swarm-scale APP=3 (facade replicas) WORKERS=2 (TorchServe workers)
 	$(SWARM_ENV) bash deploy/swarm/swarm.sh scale
+
+.PHONY: swarm-model-upgrade
+swarm-model-upgrade: ## Swarm: switch this node's TorchServe tasks to MODEL_DIR's model if it passes the check (CHECK_DATA=dev.tsv)
+	@[ -n "$(MODEL_DIR)" ] || { echo "error: give MODEL_DIR=<a Hugging Face model dir>" >&2; exit 1; }
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh model-upgrade $(UPGRADE_ARGS)
+
+.PHONY: swarm-model-rollback
+swarm-model-rollback: ## Swarm: switch this node's TorchServe tasks back to the model the last upgrade or rollback replaced
+	$(SWARM_ENV) bash deploy/swarm/swarm.sh model-rollback $(UPGRADE_ARGS)
 
 .PHONY: swarm-down
 swarm-down: ## Remove the Swarm stack; leaves the swarm again if swarm-up created it

@@ -6,7 +6,7 @@
 
 Where one process cannot both write the store and reach every management API (Compose: the API
 is a Unix socket inside each TorchServe container, the store read-only there), the same switch
-runs in steps (deploy/compose/switch-model.sh runs them):
+runs in steps (deploy/switch-model.sh runs them):
   stage {upgrade|rollback}   in a container that writes the store: print the version to switch to
   check VERSION              in each TorchServe container: register, warm and check it there;
                              print the current default (on a failure: withdrawn there, exit 1)

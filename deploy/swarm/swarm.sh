@@ -7,13 +7,18 @@
 #                     /readyz and every service runs all its replicas
 #   swarm.sh scale    APP=N: facade replicas (docker service scale); WORKERS=N: TorchServe workers
 #                     of every TorchServe task on this node (management API socket, via docker exec)
-#   swarm.sh down     remove the stack and wait until none of its tasks and networks is left;
-#                     leave the swarm only if `up` created it and no other stack runs on it
+#   swarm.sh model-upgrade|model-rollback [tool options]
+#                     switch every TorchServe task on this node to MODEL_DIR's model (or --archive
+#                     /candidate/FILE with CANDIDATE_DIR) if it passes the check, or back to the
+#                     previous model: deploy/switch-model.sh's steps, the store's in a one-shot
+#                     container on the node's model-store volume (store-step)
+#   swarm.sh down     remove the stack and wait until none of its tasks, networks and volumes is
+#                     left; leave the swarm only if `up` created it and no other stack runs on it
 #   swarm.sh status   the stack's services and tasks
 #
 # Environment: STACK (sentiment), HTTP_PORT (8080), SWARM_ADVERTISE_ADDR (127.0.0.1), SWARM_WAIT_S
 # (300), COMPOSE (the Compose command that builds the images), MODEL_STORE (where `make mar` put
-# sentiment.mar), APP, WORKERS, and the stack file's variables (MEM_LIMIT_*, APP_REPLICAS,
+# sentiment.mar), APP, WORKERS, CANDIDATE_DIR, CHECK_DATA (deploy/switch-model.sh), and the stack file's variables (MEM_LIMIT_*, APP_REPLICAS,
 # TORCHSERVE_REPLICAS).
 set -euo pipefail
 
@@ -121,6 +126,34 @@ cmd_scale() {
     wait_serving
 }
 
+# The stack's model store on this node: a named volume that Docker filled from the model image's
+# store when a TorchServe task first mounted it, and that the upgrade steps write.
+model_store_volume() { echo "${STACK}_model-store"; }
+
+# One tool step in a one-shot container that writes this node's model store, hardened as the
+# Compose `upgrade` service is (no network, read-only root, no capabilities, the same limits).
+cmd_store_step() {
+    local image mounts=(--mount "type=volume,source=$(model_store_volume),target=/home/model-server/model-store")
+    image="$(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_torchserve")" \
+        || die "no service ${STACK}_torchserve: deploy the stack first (make swarm-up)"
+    docker volume inspect "$(model_store_volume)" >/dev/null 2>&1 \
+        || die "no volume $(model_store_volume) on this node: no TorchServe task of stack $STACK ran here"
+    [ -z "${CANDIDATE_DIR:-}" ] || mounts+=(-v "$CANDIDATE_DIR:/candidate:ro")
+    [ -z "${MODEL_DIR:-}" ] || mounts+=(-v "$MODEL_DIR:/model-source:ro" -e MODEL_DIR=/model-source)
+    docker run --rm --network none --read-only --cap-drop ALL --security-opt no-new-privileges \
+        --memory "${MEM_LIMIT_MODEL:-1g}" --pids-limit 256 \
+        --tmpfs /tmp:size=64m,mode=1777 --tmpfs /home/model-server/tmp:size=64m,uid=10001,gid=10001,mode=0750 \
+        "${mounts[@]}" --entrypoint python "${image%%@*}" -m tools.model_upgrade "$@"
+}
+
+cmd_switch() {
+    local containers
+    containers="$(torchserve_containers | tr '\n' ' ')"
+    [ -n "${containers// /}" ] || die "no running TorchServe container of stack $STACK on this node"
+    STORE_STEP="bash $here/swarm.sh store-step" TORCHSERVE_CONTAINERS="$containers" \
+        bash "$root/deploy/switch-model.sh" "$@"
+}
+
 cmd_down() {
     if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$STACK"; then
         docker stack rm "$STACK"
@@ -133,6 +166,9 @@ cmd_down() {
         [ $SECONDS -ge $deadline ] && die "stack $STACK still has containers or networks after 120 s: $left"
         sleep 1
     done
+    # `stack rm` keeps volumes: the model store goes with the stack, so that the next `up` serves
+    # the model of the image it deploys, not an older upgrade's.
+    docker volume ls -q --filter "$(stack_filter)" | xargs -r docker volume rm >/dev/null
     log "stack $STACK removed"
     if [ "$(swarm_state)" = active ] \
         && [ "$(docker node inspect --format "{{index .Spec.Labels \"$CREATED_LABEL\"}}" self 2>/dev/null)" = true ]; then
@@ -150,10 +186,13 @@ cmd_status() {
     docker stack ps "$STACK"
 }
 
-case "${1:-}" in
+command="${1:-}"
+case "$command" in
     up) cmd_up ;;
     scale) cmd_scale ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) die "usage: $0 up|scale|down|status" ;;
+    model-upgrade | model-rollback) shift; cmd_switch "${command#model-}" "$@" ;;
+    store-step) shift; cmd_store_step "$@" ;;
+    *) die "usage: $0 up|scale|model-upgrade|model-rollback|down|status" ;;
 esac

@@ -1,6 +1,6 @@
 """A model upgrade and a rollback on the Compose stack under steady load through nginx.
 
-The tool runs as `make docker-model-upgrade` runs it (deploy/compose/switch-model.sh): its
+The tool runs as `make docker-model-upgrade` runs it (deploy/switch-model.sh): its
 management steps in each TorchServe container (docker exec, over the management API's socket),
 its store steps in a one-shot container of the `upgrade` service, which writes the model store. The
 candidate is the served model packed for the torch runtime: another archive version with the same
@@ -39,7 +39,7 @@ def run_tool(stack, command, *arguments, candidate_dir=None):
     env = {**stack.env, "COMPOSE": " ".join([*stack.compose, "-p", stack.project])}
     if candidate_dir:
         env["CANDIDATE_DIR"] = str(candidate_dir)
-    return run(["bash", "deploy/compose/switch-model.sh", command, *OPTIONS, *arguments], timeout=900, env=env)
+    return run(["bash", "deploy/switch-model.sh", command, *OPTIONS, *arguments], timeout=900, env=env)
 
 
 def test_an_upgrade_and_a_rollback_under_load_lose_no_request(stack, standin_model_dir, tmp_path_factory, capsys):

@@ -1,4 +1,5 @@
-"""The Swarm stack for real, on a one-node swarm: `make swarm-up`, scale, rolling restart, faults.
+"""The Swarm stack for real, on a one-node swarm: `make swarm-up`, scale, rolling restart, faults,
+a model upgrade and a rollback.
 
 One deployment (module fixture) serves every check; `make swarm-down` ends it and is itself
 checked. The engine's swarm state is restored as found, also when a test fails: a swarm this
@@ -6,18 +7,23 @@ module created is left again, a swarm the engine was already in is used and left
 Images are built by `make swarm-up` (cached when the Compose tests built them before).
 """
 
+import json
 import os
 import sys
 import threading
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 
 import pytest
 import requests
 
-from stack.private import free_port
+from stack.private import build_archive, free_port
 from tests.docker.conftest import BASES, STANDIN_BASES, ensure_engine, run
+from tests.load import steady_load as versioned_load
+
+from sentiment_info import BUILD_INFO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -273,6 +279,61 @@ def test_killing_one_of_two_torchserve_containers_under_load_loses_no_request_th
     assert load.failures == []
     assert len(figures) == 3
     assert ready == [200, 200, 200]
+
+
+STORED_DEFAULT = (
+    "from tools.build_mar import archived_build_info; "
+    "print(archived_build_info('/home/model-server/model-store/sentiment.mar')['archive_version'])"
+)
+
+
+def served_versions(swarm):
+    """Return, for each TorchServe container on this node, (its default version, every registered
+    version) from its management API, and the version its store's sentiment.mar holds (what a
+    restarted task loads)."""
+    found = []
+    for container in swarm.containers("torchserve"):
+        lines = run(["docker", "exec", container, "python", "-m", "tools.model_upgrade", "status"]).stdout.splitlines()
+        rows = [line.split() for line in lines if line.strip()]
+        default = [row[1] for row in rows if row[2] == "default"]
+        stored = run(["docker", "exec", container, "python", "-c", STORED_DEFAULT]).stdout.strip()
+        found.append((default, sorted(row[1] for row in rows), stored))
+    return found
+
+
+def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_restart_loads_the_switched_model(
+    swarm, standin_model_dir, tmp_path_factory, capsys
+):
+    candidate_dir = tmp_path_factory.mktemp("swarm-candidate")
+    candidate = build_archive(standin_model_dir, candidate_dir, RUNTIME="torch")
+    candidate_dir.chmod(0o755)  # read by the container's user (10001)
+    candidate.chmod(0o644)
+    new = json.loads(zipfile.ZipFile(candidate).read(BUILD_INFO))["archive_version"]
+    before = served_versions(swarm)
+    old = before[0][2]
+    assert before == [([old], [old], old)] * 2
+    options = "UPGRADE_ARGS=--drain-s 5 --timeout 240"
+    swarm.env["CANDIDATE_DIR"] = str(candidate_dir)
+    try:
+        with versioned_load(f"{swarm.url}/") as upgrade_load:
+            upgraded = swarm.make(
+                "swarm-model-upgrade", f"{options} --archive /candidate/{candidate.name}", timeout=900
+            )
+        after_upgrade = served_versions(swarm)
+        with versioned_load(f"{swarm.url}/") as rollback_load:
+            rolled_back = swarm.make("swarm-model-rollback", options, timeout=900)
+        after_rollback = served_versions(swarm)
+    finally:
+        del swarm.env["CANDIDATE_DIR"]
+
+    with capsys.disabled():
+        print(f"\n  Swarm upgrade: {upgrade_load.summary()}\n  Swarm rollback: {rollback_load.summary()}")
+        print(upgraded.stdout + rolled_back.stdout)
+    assert after_upgrade == [([new], [new], new)] * 2
+    assert after_rollback == [([old], [old], old)] * 2
+    for load in (upgrade_load, rollback_load):
+        assert load.failures == []
+        assert load.versions <= {old, new}
 
 
 def test_swarm_down_leaves_nothing_of_the_stack(swarm):

@@ -387,6 +387,25 @@ def test_the_swarm_stack_keeps_composes_hardening_in_forms_swarm_honours():
     assert [port["mode"] for port in published["nginx"]] == ["host"]
 
 
+def compose_store_target(compose):
+    """Return where Compose mounts the model store in TorchServe."""
+    [mount] = [m for m in compose["torchserve"]["volumes"] if m.startswith("model-store:")]
+    return mount.split(":")[1]
+
+
+def test_swarm_torchserve_reads_its_model_store_from_the_stacks_volume_where_compose_mounts_it():
+    stack = yaml.safe_load(STACK_FILE.read_text())
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    volumes = [mount for mount in stack["services"]["torchserve"]["volumes"] if mount["type"] == "volume"]
+
+    # Read-only in the model server: only the upgrade's one-shot container writes it (swarm.sh).
+    assert volumes == [
+        {"type": "volume", "source": "model-store", "target": compose_store_target(compose), "read_only": True}
+    ]
+    # A named volume of the stack, local to each node: Docker seeds it from the image's store.
+    assert stack["volumes"] == {"model-store": None}
+
+
 def run_help(docker):
     """Return `docker stack config --help`'s output (empty when the command does not exist)."""
     result = subprocess.run([docker, "stack", "config", "--help"], capture_output=True, text=True, check=False)

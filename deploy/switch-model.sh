@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Compose: switch the model of every TorchServe container, with a check and a way back
-# (`make docker-model-upgrade` / `docker-model-rollback`; tools/model_upgrade.py's steps).
+# Switch the model of every TorchServe container, with a check and a way back: the step sequence of
+# tools/model_upgrade.py that Compose (`make docker-model-upgrade` / `docker-model-rollback`) and
+# Swarm (`make swarm-model-upgrade` / `swarm-model-rollback`, deploy/swarm/swarm.sh) both run.
 #
 #   switch-model.sh upgrade|rollback [tool options]     COMPOSE="docker compose -p NAME" to name a project
 #
 # The management API is a Unix socket inside each TorchServe container (docs/security.md), so the
 # steps that use it run there with `docker exec`; the store is read-only there, so the steps that
-# write it run in a one-shot container of the `upgrade` service (docker-compose.yml). Every
-# replica is checked before any switches; a refused candidate is withdrawn from all of them.
+# write it run in a one-shot container that mounts it writable. Every replica is checked before
+# any switches; a refused candidate is withdrawn from all of them.
+# What differs between the engines comes from the environment (Compose's when unset):
+#   STORE_STEP             the command that runs `python -m tools.model_upgrade ARGS` in that one-shot
+#                          container (default: `$COMPOSE run --rm --no-deps upgrade`, the `upgrade`
+#                          service of docker-compose.yml, with CANDIDATE_DIR mounted at /candidate)
+#   TORCHSERVE_CONTAINERS  the TorchServe containers to switch (default: the Compose project's)
 # CHECK_DATA: a labelled TSV (SST-2 dev) the check reads, streamed into each container.
 set -euo pipefail
 
@@ -17,7 +23,15 @@ read -r -a compose <<<"${COMPOSE:-docker compose}"
 mounts=()
 [ -z "${CANDIDATE_DIR:-}" ] || mounts+=(-v "$CANDIDATE_DIR:/candidate:ro")
 
-in_store() { "${compose[@]}" run --rm --no-deps "${mounts[@]}" upgrade "$@"; }
+in_store() {
+    if [ -n "${STORE_STEP:-}" ]; then
+        local store_step
+        read -r -a store_step <<<"$STORE_STEP"
+        "${store_step[@]}" "$@"
+    else
+        "${compose[@]}" run --rm --no-deps "${mounts[@]}" upgrade "$@"
+    fi
+}
 in_torchserve() {
     local container="$1"
     shift
@@ -28,7 +42,7 @@ in_torchserve() {
     fi
 }
 
-read -r -a containers <<<"$("${compose[@]}" ps -q torchserve | tr '\n' ' ')"
+read -r -a containers <<<"${TORCHSERVE_CONTAINERS:-$("${compose[@]}" ps -q torchserve | tr '\n' ' ')}"
 [ "${#containers[@]}" -gt 0 ] || { echo "error: no running torchserve container" >&2; exit 1; }
 
 # Progress goes to stderr as it comes; the last line of a step's output is its answer.
