@@ -309,6 +309,12 @@ def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_restart
     candidate_dir.chmod(0o755)  # read by the container's user (10001)
     candidate.chmod(0o644)
     new = json.loads(zipfile.ZipFile(candidate).read(BUILD_INFO))["archive_version"]
+    # The kill test's last replacement may still be loading.
+    swarm.wait_until(
+        lambda: len(swarm.containers("torchserve")) == 2 and all(map(healthy, swarm.containers("torchserve"))),
+        300,
+        "two healthy TorchServe tasks",
+    )
     before = served_versions(swarm)
     old = before[0][2]
     assert before == [([old], [old], old)] * 2
