@@ -304,6 +304,22 @@ gpu-model-image: install ## Build the GPU overlay's model image: a torch archive
 	TORCHSERVE_IMAGE=$(GPU_TORCHSERVE_IMAGE) MODEL_IMAGE=$(GPU_MODEL_IMAGE) REQUIRE_RUNTIME=torch \
 		bash deploy/model-image/build.sh $(GPU_MODEL_STORE)/sentiment.mar
 
+# ------------------------------------------------------------------------ Kubernetes model switch
+# deploy/kubernetes/overlays/model-store (the store on a ReadWriteMany claim) only; kubectl's current
+# context and NAMESPACE (sentiment). The archive is built here, then streamed into the cluster.
+K8S_CANDIDATE_STORE ?= model-store/k8s-candidate
+
+.PHONY: k8s-model-upgrade
+k8s-model-upgrade: install ## Kubernetes (overlays/model-store): switch every TorchServe pod to MODEL_DIR's model if it passes the check
+	@[ -n "$(MODEL_DIR)" ] || { echo "error: give MODEL_DIR=<a Hugging Face model dir>" >&2; exit 1; }
+	MODEL_STORE=$(K8S_CANDIDATE_STORE) $(BIN)/python -m tools.build_mar
+	$(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),) \
+	    bash deploy/kubernetes/model-upgrade.sh upgrade $(K8S_CANDIDATE_STORE)/sentiment.mar $(UPGRADE_ARGS)
+
+.PHONY: k8s-model-rollback
+k8s-model-rollback: ## Kubernetes (overlays/model-store): switch every TorchServe pod back to the model the last switch replaced
+	$(if $(CHECK_DATA),CHECK_DATA=$(abspath $(CHECK_DATA)),) bash deploy/kubernetes/model-upgrade.sh rollback $(UPGRADE_ARGS)
+
 # ------------------------------------------------------------------------------------------- Swarm
 # deploy/swarm/stack.yml on a one-node swarm (or the swarm this engine is in); the logic is in
 # deploy/swarm/swarm.sh. The TorchServe image carries the .mar (deploy/model-image), built by `mar`,

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Switch the model of every TorchServe container, with a check and a way back: the step sequence of
-# tools/model_upgrade.py that Compose (`make docker-model-upgrade` / `docker-model-rollback`) and
-# Swarm (`make swarm-model-upgrade` / `swarm-model-rollback`, deploy/swarm/swarm.sh) both run.
+# tools/model_upgrade.py that Compose (`make docker-model-upgrade` / `docker-model-rollback`),
+# Swarm (`make swarm-model-upgrade`, deploy/swarm/swarm.sh) and Kubernetes (`make
+# k8s-model-upgrade`, deploy/kubernetes/model-upgrade.sh) run.
 #
 #   switch-model.sh upgrade|rollback [tool options]     COMPOSE="docker compose -p NAME" to name a project
 #
 # The management API is a Unix socket inside each TorchServe container (docs/security.md), so the
-# steps that use it run there with `docker exec`; the store is read-only there, so the steps that
+# steps that use it run there (`docker exec`, `kubectl exec`); the store is read-only there, so the steps that
 # write it run in a one-shot container that mounts it writable. Every replica is checked before
 # any switches; a refused candidate is withdrawn from all of them.
 # What differs between the engines comes from the environment (Compose's when unset):
@@ -14,6 +15,8 @@
 #                          container (default: `$COMPOSE run --rm --no-deps upgrade`, the `upgrade`
 #                          service of docker-compose.yml, with CANDIDATE_DIR mounted at /candidate)
 #   TORCHSERVE_CONTAINERS  the TorchServe containers to switch (default: the Compose project's)
+#   REPLICA_EXEC           the command that runs a command in one of them, as `docker exec [-i]
+#                          CONTAINER COMMAND...` does (default: docker exec)
 # CHECK_DATA: a labelled TSV (SST-2 dev) the check reads, streamed into each container.
 set -euo pipefail
 
@@ -32,13 +35,14 @@ in_store() {
         "${compose[@]}" run --rm --no-deps "${mounts[@]}" upgrade "$@"
     fi
 }
+read -r -a replica_exec <<<"${REPLICA_EXEC:-docker exec}"
 in_torchserve() {
     local container="$1"
     shift
     if [ -n "${CHECK_DATA:-}" ] && [ "$1" = check ]; then
-        docker exec -i "$container" python -m tools.model_upgrade "$@" --labelled /dev/stdin <"$CHECK_DATA"
+        "${replica_exec[@]}" -i "$container" python -m tools.model_upgrade "$@" --labelled /dev/stdin <"$CHECK_DATA"
     else
-        docker exec "$container" python -m tools.model_upgrade "$@"
+        "${replica_exec[@]}" "$container" python -m tools.model_upgrade "$@"
     fi
 }
 

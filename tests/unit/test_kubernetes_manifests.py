@@ -111,6 +111,7 @@ def test_the_overlays_are_the_base_plus_workers_and_a_gpu():
         "base",
         "overlays/api-keys",
         "overlays/gpu",
+        "overlays/model-store",
         "overlays/workers",
     ]
     gpu = container(documents(KUBERNETES_DIR / "overlays" / "gpu"), "torchserve", "torchserve")
@@ -118,6 +119,29 @@ def test_the_overlays_are_the_base_plus_workers_and_a_gpu():
     assert gpu["image"].endswith(":cuda")
     workers = container(documents(KUBERNETES_DIR / "overlays" / "workers"), "torchserve", "torchserve")
     assert "python -m tools.scale_workers 2" in " ".join(workers["lifecycle"]["postStart"]["exec"]["command"])
+
+
+def test_the_model_store_overlay_shares_one_claim_read_only_in_torchserve_and_writable_only_in_the_idle_tools_pod():
+    docs = documents(KUBERNETES_DIR / "overlays" / "model-store")
+    claim = resource(docs, "PersistentVolumeClaim", "model-store")
+    torchserve = resource(docs, "Deployment", "torchserve")["spec"]["template"]["spec"]
+    tools = resource(docs, "Deployment", "model-store-tools")
+    store = env_defaults("torchserve")["MODEL_STORE"]
+
+    # Every TorchServe pod, on whichever node, reads the one store the switch writes.
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert {"name": "model-store", "persistentVolumeClaim": {"claimName": "model-store"}} in torchserve["volumes"]
+    [served] = [m for m in container(docs, "torchserve", "torchserve")["volumeMounts"] if m["name"] == "model-store"]
+    assert served == {"name": "model-store", "mountPath": store, "readOnly": True}
+    # An empty claim is seeded from the image's archive before TorchServe starts.
+    [seed] = torchserve["initContainers"]
+    assert seed["image"] == container(docs, "torchserve", "torchserve")["image"]
+    assert f"{store}/sentiment.mar" in " ".join(seed["command"])
+    # The writer runs only during a switch (model-upgrade.sh scales it), locked down like the rest.
+    assert tools["spec"]["replicas"] == 0
+    [writer] = [m for m in container(docs, "model-store-tools", "tools")["volumeMounts"] if m["name"] == "model-store"]
+    assert writer == {"name": "model-store", "mountPath": store}
+    assert container(docs, "model-store-tools", "tools")["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def gpu_model_image_commands():
