@@ -7,13 +7,13 @@
 #   switch-model.sh upgrade|rollback [tool options]     COMPOSE="docker compose -p NAME" to name a project
 #
 # The management API is a Unix socket inside each TorchServe container (docs/security.md), so the
-# steps that use it run there (`docker exec`, `kubectl exec`); the store is read-only there, so the steps that
-# write it run in a one-shot container that mounts it writable. Every replica is checked before
-# any switches; a refused candidate is withdrawn from all of them.
+# steps that use it run there (`docker exec`, `kubectl exec`); the store is read-only there, so the
+# steps that write it run in a one-shot container that mounts it writable. Every replica is
+# checked before any switches; a refused candidate is withdrawn from all of them.
 # What differs between the engines comes from the environment (Compose's when unset):
-#   STORE_STEP             the command that runs `python -m tools.model_upgrade ARGS` in that one-shot
-#                          container (default: `$COMPOSE run --rm --no-deps upgrade`, the `upgrade`
-#                          service of docker-compose.yml, with CANDIDATE_DIR mounted at /candidate)
+#   STORE_STEP             the command that runs `python -m tools.model_upgrade ARGS` in that
+#                          one-shot container (default: `$COMPOSE run --rm --no-deps upgrade`, the
+#                          `upgrade` service of docker-compose.yml, CANDIDATE_DIR at /candidate)
 #   TORCHSERVE_CONTAINERS  the TorchServe containers to switch (default: the Compose project's)
 #   REPLICA_EXEC           the command that runs a command in one of them, as `docker exec [-i]
 #                          CONTAINER COMMAND...` does (default: docker exec)
