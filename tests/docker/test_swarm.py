@@ -301,7 +301,7 @@ def served_versions(swarm):
     return found
 
 
-def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_restart_loads_the_switched_model(
+def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_replaced_task_serves_the_switched_model(
     swarm, standin_model_dir, tmp_path_factory, capsys
 ):
     candidate_dir = tmp_path_factory.mktemp("swarm-candidate")
@@ -326,6 +326,19 @@ def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_restart
                 "swarm-model-upgrade", f"{options} --archive /candidate/{candidate.name}", timeout=900
             )
         after_upgrade = served_versions(swarm)
+        # A task Swarm starts after the switch loads the store's sentiment.mar: the new version.
+        victim = swarm.containers("torchserve")[0]
+        run(["docker", "kill", victim])
+        swarm.wait_until(
+            lambda: (
+                victim not in swarm.containers("torchserve")
+                and len(swarm.containers("torchserve")) == 2
+                and all(map(healthy, swarm.containers("torchserve")))
+            ),
+            300,
+            "the killed TorchServe task replaced and healthy",
+        )
+        after_restart = served_versions(swarm)
         with versioned_load(f"{swarm.url}/") as rollback_load:
             rolled_back = swarm.make("swarm-model-rollback", options, timeout=900)
         after_rollback = served_versions(swarm)
@@ -336,6 +349,7 @@ def test_a_model_upgrade_and_a_rollback_under_load_lose_no_request_and_a_restart
         print(f"\n  Swarm upgrade: {upgrade_load.summary()}\n  Swarm rollback: {rollback_load.summary()}")
         print(upgraded.stdout + rolled_back.stdout)
     assert after_upgrade == [([new], [new], new)] * 2
+    assert after_restart == [([new], [new], new)] * 2
     assert after_rollback == [([old], [old], old)] * 2
     for load in (upgrade_load, rollback_load):
         assert load.failures == []
