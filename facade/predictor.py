@@ -10,8 +10,8 @@ import threading
 import time
 from urllib.parse import quote
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
+from urllib3.exceptions import HTTPError
 
 from facade.admission import HeavyRequests, projected_overrun_s, room
 from facade.errors import (
@@ -31,6 +31,7 @@ from facade.replicas import (
     MIN_RETRY_S,
     NOT_SERVED,
     TIMEOUT,
+    UNANSWERED,
     Replicas,
     failure_kind,
     readiness_order,
@@ -50,7 +51,7 @@ TIMED_OUT = "The sentiment model took too long to answer; retry, or send fewer o
 # can run again, since inference has no side effects. A handler that raised is a different answer
 # (503 "Prediction failed"), and stays a backend error.
 WORKER_LOST_MESSAGES = ("Worker died.", "Worker scaled down.")
-# Connection pools the session keeps, one per replica (beyond it, the oldest is dropped).
+# Connection pools the client keeps, one per replica (beyond it, the oldest is dropped).
 POOLED_REPLICAS = 16
 # Each request tells the handler when the facade stops waiting for it (Unix time; see
 # handler/sentiment_requests.py), a little before the read timeout, so that a request the worker
@@ -93,9 +94,8 @@ class TorchServeClient:
         self._inference = Replicas(split_urls(settings.torchserve_url), settings.resolve_interval_s)
         self._connect_timeout = settings.connect_timeout_s
         self._read_timeout = settings.read_timeout_s
-        connect_s = min(settings.connect_timeout_s, settings.ready_timeout_s)
-        self._ready_timeout = (connect_s, settings.ready_timeout_s)
-        self._session = pooled_session(settings.threads)
+        self._ready_timeout_s = settings.ready_timeout_s
+        self._pools = replica_pools(settings.threads)
         self._max_request_tokens = settings.max_request_tokens
         self._sender = settings.container_id
         self.token_limits = TokenLimits(HANDLER_REQUEST_TOKENS, HANDLER_TEXT_TOKENS)
@@ -197,23 +197,23 @@ class TorchServeClient:
                 log.warning(
                     "TorchServe lost the worker running request %s (%s); %s",
                     request_id,
-                    response.status_code,
+                    response.status,
                     f"retrying once within {left_s:.1f} s" if left_s >= MIN_RETRY_S else "no time left to retry",
                 )
                 retried = True
                 if left_s >= MIN_RETRY_S:
                     continue
-            if response.status_code == 503 and _handler_error(response).get("code") == "busy":
+            if response.status == 503 and _handler_error(response).get("code") == "busy":
                 deferrals += 1  # sent again at once: it now outranks the jobs that came after it
                 if deadline - time.monotonic() < MIN_RETRY_S:
                     # Sent with almost no time left, it would end as a read timeout (504) instead
                     # of the saturation it is.
                     self._stop_if_late(MIN_RETRY_S, request_id)
                 continue
-            if response.status_code == 413 and recut and len(texts) > 1 and self._learned_from(response):
+            if response.status == 413 and recut and len(texts) > 1 and self._learned_from(response):
                 # The archive's limits are smaller than the facade assumed: cut this job to them.
                 return self._recut(texts, request_id, deadline, options, version)
-            if response.status_code != 200:
+            if response.status != 200:
                 raise self._status_error(response, request_id)
             note_served_version(response.headers.get(MODEL_VERSION_HEADER))
             return _results(response, len(texts), request_id, options), _tokens(response, texts)
@@ -234,7 +234,7 @@ class TorchServeClient:
             version = version or served_version()
         return results, counted
 
-    def _learned_from(self, response: requests.Response) -> bool:
+    def _learned_from(self, response: urllib3.BaseHTTPResponse) -> bool:
         error = _handler_error(response)
         return error.get("code") == "too_many_tokens" and self.token_limits.learn(
             error.get("max_request_tokens"), error.get("max_text_tokens")
@@ -246,7 +246,7 @@ class TorchServeClient:
         A describe job on the inference API: replicas not known to be down first, until one answers
         or the ready timeout is spent.
         """
-        deadline = time.monotonic() + self._ready_timeout[1]
+        deadline = time.monotonic() + self._ready_timeout_s
         replicas, down = self._inference.all(), self._inference.down()
         for replica in readiness_order(replicas, down, set()):
             description = self._described_by(replica, deadline)
@@ -261,7 +261,7 @@ class TorchServeClient:
         not wait behind work under load; but it says "Healthy" while the worker still loads, so a
         replica counts only once it answered a describe job since it was found or last failed.
         """
-        deadline = time.monotonic() + self._ready_timeout[1]
+        deadline = time.monotonic() + self._ready_timeout_s
         replicas, down, proven = self._inference.all(), self._inference.down(), self._inference.proven()
         for replica in readiness_order(replicas, down, proven):
             if not self._pinged(replica, deadline):
@@ -275,15 +275,15 @@ class TorchServeClient:
         if left_s <= 0:
             return False
         try:
-            response = self._session.get(
-                replica + "/ping", timeout=(min(self._ready_timeout[0], left_s), left_s), allow_redirects=False
+            response = self._pools.request(
+                "GET", replica + "/ping", timeout=_timeout(self._connect_timeout, left_s), redirect=False
             )
-        except requests.RequestException as exc:
+        except HTTPError as exc:
             log.info("TorchServe at %s did not answer /ping: %s", replica, exc)
             self._inference.failed(replica)
             return False
-        if response.status_code != 200:
-            log.info("TorchServe at %s answered /ping with %s", replica, response.status_code)
+        if response.status != 200:
+            log.info("TorchServe at %s answered /ping with %s", replica, response.status)
             self._inference.failed(replica)
             return False
         return True
@@ -294,18 +294,22 @@ class TorchServeClient:
         if left_s <= 0:
             return None
         try:
-            response = self._session.post(
+            response = self._pools.request(
+                "POST",
                 replica + self._predict_path,
-                json={},
-                headers={DESCRIBE_HEADER: "1", SENDER_HEADER: self._sender},
-                timeout=(min(self._ready_timeout[0], left_s), left_s),
-                allow_redirects=False,
+                body=b"{}",
+                headers={"Content-Type": "application/json", DESCRIBE_HEADER: "1", SENDER_HEADER: self._sender},
+                timeout=_timeout(self._connect_timeout, left_s),
+                redirect=False,
             )
-            response.raise_for_status()
-            description = described_model(response.json(), response.headers.get(MODEL_VERSION_HEADER))
-        except requests.RequestException as exc:
+        except HTTPError as exc:
             log.info("TorchServe at %s did not answer a describe job: %s", replica, exc)
             return None
+        if response.status != 200:
+            log.info("TorchServe at %s answered a describe job with status %s", replica, response.status)
+            return None
+        try:
+            description = described_model(response.json(), response.headers.get(MODEL_VERSION_HEADER))
         except ValueError as exc:
             log.info("TorchServe at %s answered a describe job with %s", replica, exc)
             return None
@@ -314,7 +318,7 @@ class TorchServeClient:
 
     def close(self) -> None:
         """Close the pooled connections; the app itself keeps one client for its whole life."""
-        self._session.close()
+        self._pools.clear()
 
     def _post(
         self,
@@ -324,7 +328,7 @@ class TorchServeClient:
         options: dict | None = None,
         deferrals: int = 0,
         version: str | None = None,
-    ) -> requests.Response:
+    ) -> urllib3.BaseHTTPResponse:
         """POST one job to a replica; once more to another one when the first could not have answered.
 
         The retry runs within the same deadline (what is left of read_timeout_s), never after a read
@@ -337,7 +341,7 @@ class TorchServeClient:
             try:
                 left_s = deadline - time.monotonic()
                 response = self._send(replica, texts, request_id, left_s, options, deferrals, version)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except UNANSWERED as exc:
                 kind, target = failure_kind(exc), None
                 if not retried:
                     target = self._retry_target(kind, replica, deadline)
@@ -369,14 +373,15 @@ class TorchServeClient:
         options: dict | None,
         deferrals: int,
         version: str | None,
-    ) -> requests.Response:
+    ) -> urllib3.BaseHTTPResponse:
         path = f"{self._predict_path}/{quote(version, safe='')}" if version else self._predict_path
         try:
-            return self._session.post(
+            return self._pools.request(
+                "POST",
                 replica + path,
-                # The texts as UTF-8, as they came: `json=` would escape every non-ASCII character
-                # (an emoji as 12 bytes), forwarding up to 2.5 times what the client sent.
-                data=json.dumps({"texts": texts, **(options or {})}, ensure_ascii=False).encode("utf-8"),
+                # The texts as UTF-8, as they came: escaped (ensure_ascii), every non-ASCII character
+                # would grow (an emoji to 12 bytes), forwarding up to 2.5 times what the client sent.
+                body=json.dumps({"texts": texts, **(options or {})}, ensure_ascii=False).encode("utf-8"),
                 # Wall-clock time, since it must mean the same in the worker's process; the budget
                 # (the same moment, relative) lets the handler correct a skew between the clocks.
                 headers={
@@ -388,24 +393,24 @@ class TorchServeClient:
                     DEFERRALS_HEADER: str(deferrals),
                     **trace_headers(),
                 },
-                timeout=(min(self._connect_timeout, read_timeout_s), read_timeout_s),
-                allow_redirects=False,
+                timeout=_timeout(self._connect_timeout, read_timeout_s),
+                redirect=False,
             )
-        except (requests.ConnectionError, requests.Timeout):
+        except UNANSWERED:
             raise
-        except requests.RequestException as exc:
+        except HTTPError as exc:
             raise _malformed(request_id, f"request failed: {exc}") from exc
 
-    def _status_error(self, response: requests.Response, request_id: str) -> Exception:
+    def _status_error(self, response: urllib3.BaseHTTPResponse, request_id: str) -> Exception:
         error = _handler_error(response)
-        if response.status_code == 413 and error.get("code") == "too_many_tokens":
+        if response.status == 413 and error.get("code") == "too_many_tokens":
             self.token_limits.learn(error.get("max_request_tokens"), error.get("max_text_tokens"))
             return TooManyTokensError(_message(error, "The request has too many tokens; split it."))
-        if response.status_code == 413 and error.get("code") == "text_too_many_tokens":
+        if response.status == 413 and error.get("code") == "text_too_many_tokens":
             return TextTooManyTokensError(
                 _message(error, "A text is over the model's token limit."), error.get("index")
             )
-        if response.status_code == 503 and error.get("code") in NOT_SERVED_CODES:
+        if response.status == 503 and error.get("code") in NOT_SERVED_CODES:
             log.info("TorchServe did not run request %s: %s", request_id, error["code"])
             return UpstreamUnavailableError(_message(error, UNAVAILABLE))
         return _status_error(response, request_id)
@@ -416,14 +421,14 @@ def _refuse_over(tokens: int, limit: int, text_tokens: int) -> None:
         raise TooManyTokensError(too_many_tokens_message(tokens, limit, text_tokens, at_least=True))
 
 
-def _tokens(response: requests.Response, texts: list[str]) -> int:
+def _tokens(response: urllib3.BaseHTTPResponse, texts: list[str]) -> int:
     # What the handler counted for the job; an older handler that does not say costs nothing here.
     body = _json_or_none(response)
     tokens = body.get("tokens") if isinstance(body, dict) else None
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0
 
 
-def _handler_error(response: requests.Response) -> dict:
+def _handler_error(response: urllib3.BaseHTTPResponse) -> dict:
     # The handler's own error body: {"error": {"code", "message", ...}}; {} for anything else.
     body = _json_or_none(response)
     error = body.get("error") if isinstance(body, dict) else None
@@ -435,16 +440,19 @@ def _message(error: dict, default: str) -> str:
     return message if isinstance(message, str) and 0 < len(message) <= 500 else default
 
 
-def pooled_session(pool_size: int) -> requests.Session:
-    """Return a Session that keeps up to pool_size connections per TorchServe replica."""
-    session = requests.Session()
-    # TorchServe is a private backend: a proxy from HTTP_PROXY and friends must not carry its traffic.
-    session.trust_env = False
-    # No retries here: TorchServeClient._post retries a request that never left, on another replica.
-    adapter = HTTPAdapter(pool_connections=POOLED_REPLICAS, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+def replica_pools(pool_size: int) -> urllib3.PoolManager:
+    """Return connection pools that keep up to pool_size connections per TorchServe replica."""
+    # urllib3 itself, not requests: less CPU per call (docs/performance.md, "The facade's HTTP client").
+    # A PoolManager never takes a proxy from HTTP_PROXY and friends: TorchServe is a private backend.
+    # No retries here: TorchServeClient._post retries a request that never left, on another replica;
+    # with retries off, urllib3 raises the failure itself (replicas.failure_kind) and returns a
+    # redirect as the answer it is.
+    return urllib3.PoolManager(num_pools=POOLED_REPLICAS, maxsize=pool_size, retries=False)
+
+
+def _timeout(connect_s: float, left_s: float) -> urllib3.Timeout:
+    # Connecting never takes more than what is left; the answer may take all of it.
+    return urllib3.Timeout(connect=min(connect_s, left_s), read=left_s)
 
 
 def _unreachable(kind: str, exc: Exception, request_id: str) -> Exception:
@@ -460,35 +468,35 @@ def _unreachable(kind: str, exc: Exception, request_id: str) -> Exception:
     return UpstreamUnavailableError(UNAVAILABLE)
 
 
-def _not_served(response: requests.Response) -> bool:
+def _not_served(response: urllib3.BaseHTTPResponse) -> bool:
     # 503 without a worker or with a full queue, 404 before the model is registered: TorchServe did
     # not run the job. A handler's own answer (an "error" body, or "Prediction failed") is not this.
-    if response.status_code not in (404, 503):
+    if response.status not in (404, 503):
         return False
     body = _json_or_none(response)
     return not (isinstance(body, dict) and ("error" in body or body.get("type") == "InternalServerException"))
 
 
-def _worker_lost(response: requests.Response) -> bool:
-    if response.status_code not in (500, 507):
+def _worker_lost(response: urllib3.BaseHTTPResponse) -> bool:
+    if response.status not in (500, 507):
         return False
     body = _json_or_none(response)
     return isinstance(body, dict) and body.get("message") in WORKER_LOST_MESSAGES
 
 
-def _status_error(response: requests.Response, request_id: str) -> Exception:
+def _status_error(response: urllib3.BaseHTTPResponse, request_id: str) -> Exception:
     if _worker_lost(response):
         log.warning("TorchServe lost the worker running request %s; answering 503", request_id)
         return UpstreamUnavailableError(UNAVAILABLE)
     body = _json_or_none(response)
     # These pass once TorchServe catches up, unlike a handler that failed or rejected the input.
     if _not_served(response):
-        log.warning("TorchServe answered %s for request %s: %s", response.status_code, request_id, _summary(body))
+        log.warning("TorchServe answered %s for request %s: %s", response.status, request_id, _summary(body))
         return UpstreamUnavailableError(UNAVAILABLE)
-    return _malformed(request_id, f"status {response.status_code}: {_summary(body)}")
+    return _malformed(request_id, f"status {response.status}: {_summary(body)}")
 
 
-def _results(response: requests.Response, expected: int, request_id: str, options: dict) -> list[dict]:
+def _results(response: urllib3.BaseHTTPResponse, expected: int, request_id: str, options: dict) -> list[dict]:
     body = _json_or_none(response)
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or len(results) != expected:
@@ -516,7 +524,7 @@ def _public_result(item: object, options: dict) -> dict | None:
     return None if extras is None else {**result, **extras}
 
 
-def _json_or_none(response: requests.Response) -> object:
+def _json_or_none(response: urllib3.BaseHTTPResponse) -> object:
     try:
         return response.json()
     except ValueError:

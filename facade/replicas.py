@@ -14,8 +14,8 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,17 @@ log = logging.getLogger(__name__)
 CONNECT, RESET, NOT_SERVED, TIMEOUT = "connect", "reset", "not_served", "timeout"
 # Not worth a retry with less time than this left of the request's deadline.
 MIN_RETRY_S = 0.5
+# What urllib3, with retries off, raises when a replica gave no answer: a connection not made
+# (NewConnectionError is a ConnectTimeoutError), no answer in time, or a connection that broke.
+UNANSWERED = (Urllib3TimeoutError, ProtocolError, SSLError)
 
 
-def failure_kind(exc: requests.RequestException) -> str:
+def failure_kind(exc: HTTPError) -> str:
     """Return how a request failed: CONNECT, RESET or TIMEOUT (never sent, cut, or unanswered in time)."""
-    if isinstance(exc, requests.ConnectTimeout):  # also a Timeout: the connect is what timed out
+    if isinstance(exc, ConnectTimeoutError):  # also refused, unreachable or a name not found
         return CONNECT
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, Urllib3TimeoutError):
         return TIMEOUT
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(reason, NewConnectionError | ConnectTimeoutError):
-        return CONNECT
     return RESET
 
 

@@ -286,6 +286,17 @@ def test_slow_torchserve_is_a_timeout(torchserve, ts_client):
         ts_client.classify(["good"], "rid")
 
 
+def test_a_proxy_in_the_environment_never_carries_requests_to_torchserve(torchserve, ts_client, monkeypatch):
+    # TorchServe is a private backend: a proxy set for the container's other traffic must not see it.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    torchserve.answer("POST", "/predictions/sentiment", body=OK)
+
+    assert ts_client.classify(["good"], "rid") == [{"label": "POSITIVE", "score": 0.9}]
+
+
 def test_refused_connection_is_unavailable():
     client = TorchServeClient(Settings(torchserve_url=f"http://127.0.0.1:{free_port()}"))
 

@@ -1,17 +1,20 @@
 """Which TorchServe replica a request goes to, and whether a failed one goes again to another."""
 
 import socket
+import struct
 import threading
 
 import pytest
-import requests
+import urllib3
 
+from facade.predictor import replica_pools
 from facade.replicas import (
     CONNECT,
     MIN_RETRY_S,
     NOT_SERVED,
     RESET,
     TIMEOUT,
+    UNANSWERED,
     Replicas,
     failure_kind,
     pick,
@@ -187,12 +190,14 @@ def serve_once(behaviour):
     return f"http://127.0.0.1:{listener.getsockname()[1]}/"
 
 
-def failure_of(url, timeout=(1.0, 0.3)):
-    with requests.Session() as session:
-        try:
-            session.post(url, data=b"{}", timeout=timeout)
-        except requests.RequestException as exc:
-            return failure_kind(exc)
+def failure_of(url, connect_s=1.0, read_s=0.3):
+    """Return the kind of failure of a POST through the facade's own pools, or None if it was answered."""
+    try:
+        replica_pools(1).request(
+            "POST", url, body=b"{}", timeout=urllib3.Timeout(connect=connect_s, read=read_s), redirect=False
+        )
+    except UNANSWERED as exc:
+        return failure_kind(exc)
     return None
 
 
@@ -200,11 +205,29 @@ def test_a_refused_connection_is_a_request_that_never_left():
     assert failure_of(f"http://127.0.0.1:{free_port()}/") == CONNECT
 
 
+def test_a_connection_not_made_in_time_is_a_request_that_never_left():
+    # A listener with a backlog of one that never accepts: once one connection waits in it, the
+    # kernel drops the next ones' SYNs, and connecting times out.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener, socket.socket() as waiting:
+        waiting.connect(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        assert failure_of(url, connect_s=0.3, read_s=5.0) == CONNECT
+
+
 def test_a_connection_closed_after_the_request_is_a_reset():
     def read_then_close(conn):
         conn.recv(65536)
 
     assert failure_of(serve_once(read_then_close)) == RESET
+
+
+def test_a_connection_reset_after_the_request_is_a_reset():
+    def read_then_reset(conn):
+        conn.recv(65536)
+        # Linger on, for no time: closing sends RST (connection reset by peer) instead of FIN.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    assert failure_of(serve_once(read_then_reset)) == RESET
 
 
 def test_no_answer_within_the_read_timeout_is_a_timeout():
