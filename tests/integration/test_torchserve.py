@@ -13,7 +13,7 @@ import requests
 from transformers import pipeline
 
 from stack.private import build_archive, private_torchserve
-from stack.processes import group_members
+from stack.processes import group_members, wait_until
 from stack.torchserve import ready_worker_count, start_torchserve, stop_torchserve
 from tests.integration.conftest import run_make
 from tools import management
@@ -167,8 +167,14 @@ def test_a_describe_job_on_the_inference_api_is_answered_without_classifying(tor
     assert description["labels"] == ["NEGATIVE", "POSITIVE"]
     assert description["archive_version"] == response.headers["X-Model-Version"]
     assert {"max_text_tokens", "max_request_tokens", "runtime", "model_id"} <= set(description)
-    log = (torchserve.log_dir / "model_log.log").read_text()
-    assert "texts=0 tokens=0 status=200 code=describe" in log
+    # The frontend copies the worker's output into model_log.log on its own thread, after the answer.
+    model_log = torchserve.log_dir / "model_log.log"
+    wait_until(
+        lambda: "texts=0 tokens=0 status=200 code=describe" in model_log.read_text(),
+        timeout_s=10,
+        what="the handler's log line for the describe job",
+        log_path=model_log,
+    )
 
 
 def test_workers_scale_from_1_to_3_and_back_with_make_scale_workers(torchserve):
