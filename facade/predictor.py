@@ -216,7 +216,8 @@ class TorchServeClient:
             if response.status != 200:
                 raise self._status_error(response, request_id)
             note_served_version(response.headers.get(MODEL_VERSION_HEADER))
-            return _results(response, len(texts), request_id, options), _tokens(response, texts)
+            body = _json_or_none(response)  # parsed once for the results and the tokens
+            return _results(body, len(texts), request_id, options), _tokens(body)
 
     def _recut(
         self, texts: list[str], request_id: str, deadline: float, options: dict, version: str | None
@@ -421,9 +422,8 @@ def _refuse_over(tokens: int, limit: int, text_tokens: int) -> None:
         raise TooManyTokensError(too_many_tokens_message(tokens, limit, text_tokens, at_least=True))
 
 
-def _tokens(response: urllib3.BaseHTTPResponse, texts: list[str]) -> int:
+def _tokens(body: object) -> int:
     # What the handler counted for the job; an older handler that does not say costs nothing here.
-    body = _json_or_none(response)
     tokens = body.get("tokens") if isinstance(body, dict) else None
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0
 
@@ -496,8 +496,7 @@ def _status_error(response: urllib3.BaseHTTPResponse, request_id: str) -> Except
     return _malformed(request_id, f"status {response.status}: {_summary(body)}")
 
 
-def _results(response: urllib3.BaseHTTPResponse, expected: int, request_id: str, options: dict) -> list[dict]:
-    body = _json_or_none(response)
+def _results(body: object, expected: int, request_id: str, options: dict) -> list[dict]:
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or len(results) != expected:
         raise _malformed(request_id, f"expected {expected} results, got {_summary(body)}")
