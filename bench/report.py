@@ -2,7 +2,7 @@
 
 import statistics
 
-ACCURACY_BUDGET_POINTS = 0.5  # a mode may cost at most this much SST-2 dev accuracy against fp32
+from tools.precision_gate import MAX_ACCURACY_LOSS_POINTS
 
 # name: (comparison, target, what it measures); from issue 19's targets.
 TARGETS = {
@@ -193,7 +193,7 @@ def accuracy_rows(results):
     for mode, value in accuracy.items():
         reference = accuracy.get(mode.split()[0] + " fp32", accuracy.get("torch fp32"))
         change = None if reference is None else round(value - reference, 2)
-        rows.append((mode, value, change, change is not None and -change <= ACCURACY_BUDGET_POINTS))
+        rows.append((mode, value, change, change is not None and -change <= MAX_ACCURACY_LOSS_POINTS))
     return rows
 
 

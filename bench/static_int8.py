@@ -30,11 +30,11 @@ from bench.machine import machine_info
 from stack.models import SST2_TRAIN as TRAIN_TSV
 from stack.models import TEST_MODEL_DIR, timing_model
 from tools.onnx_export import INPUT_NAMES, export_onnx, quantized
+from tools.precision_gate import MAX_ACCURACY_LOSS_POINTS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_DIR = PROJECT_DIR / "run" / "bench" / "int8"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-ACCURACY_BUDGET_POINTS = 0.5
 LAYER = re.compile(r"layer\.(\d+)/")
 
 
@@ -258,7 +258,7 @@ def main(argv=None):
         print(f"  {name}: {rows[-1]['accuracy']:.2f}%", flush=True)
     for row in rows:
         row["change"] = round(row["accuracy"] - rows[0]["accuracy"], 2)
-        row["within_budget"] = -row["change"] <= ACCURACY_BUDGET_POINTS
+        row["within_budget"] = -row["change"] <= MAX_ACCURACY_LOSS_POINTS
     print("speed on the DistilBERT-sized model ...", flush=True)
     timing_dir = timing_model()
     timing_tokenizer = AutoTokenizer.from_pretrained(timing_dir, local_files_only=True)
