@@ -39,10 +39,21 @@ def test_seed_sentences_get_the_right_label(torchserve, text, label):
     assert response.json()["score"] > 0.5
 
 
-# SST-2 dev points the served archive may differ from in-process torch fp32 by: ONNX Runtime fp32
-# only rounds differently; int8 (what PRECISION=auto packs when it agrees with fp32) may lose up
-# to the precision rule's 0.5 points.
-ACCURACY_TOLERANCE = {"fp32": 0.1, "int8": MAX_ACCURACY_LOSS_POINTS}
+# ONNX Runtime fp32 only rounds differently from in-process torch fp32, so it may differ by this
+# many SST-2 dev points either way.
+FP32_TOLERANCE_POINTS = 0.1
+
+
+def within_precision_rule(served, reference, precision):
+    """Return whether the served accuracy keeps the rule for the archive's precision.
+
+    int8 (what PRECISION=auto packs when it agrees with fp32) may lose up to the rule's points and
+    may gain any: dynamic quantization scales each batch's activations by that batch, so which texts
+    TorchServe batches together moves a few labels either way from run to run.
+    """
+    if precision == "int8":
+        return served >= reference - MAX_ACCURACY_LOSS_POINTS
+    return abs(served - reference) <= FP32_TOLERANCE_POINTS
 
 
 def test_sst2_dev_accuracy_through_torchserve_on_onnx_matches_in_process_torch(torchserve, standin_model_dir, sst2_dev):
@@ -62,5 +73,5 @@ def test_sst2_dev_accuracy_through_torchserve_on_onnx_matches_in_process_torch(t
 
     print(f"SST-2 dev accuracy: TorchServe {accuracy(served):.2f}%, pipeline {accuracy(in_process):.2f}%")
     assert len(served) == len(sentences) == 872
-    assert accuracy(served) == pytest.approx(accuracy(in_process), abs=ACCURACY_TOLERANCE[build["precision"]])
+    assert within_precision_rule(accuracy(served), accuracy(in_process), build["precision"])
     assert accuracy(served) > 85
