@@ -385,52 +385,6 @@ def test_compose_hands_a_hugging_face_token_to_the_model_job_only():
     )
 
 
-def compose_config(command):
-    """Return what one Compose makes of docker-compose.yml (its `config`), skipping without that Compose."""
-    if shutil.which(command[0]) is None:
-        pytest.skip(f"needs {' '.join(command)}")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    result = subprocess.run(
-        # Every profile: v2 leaves a service of an inactive profile out of `config`, 1.29 does not.
-        [*command, "-f", str(COMPOSE_FILE), "--profile", "tools", "config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0 and command == ["docker", "compose"] and "is not a docker command" in result.stderr:
-        pytest.skip("needs the Compose v2 plugin (.ci/docker-engine.sh installs it)")
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["services"]
-
-
-def what_runs(service):
-    """Return the parts of a service that decide what runs, in a form both Composes print alike."""
-    build = service.get("build") or {}
-    return {
-        "image": service.get("image"),
-        "target": build.get("target"),
-        "args": {name: str(value) for name, value in (build.get("args") or {}).items()},
-        "environment": {name: str(value) for name, value in (service.get("environment") or {}).items()},
-        "depends_on": {name: dep.get("condition") for name, dep in (service.get("depends_on") or {}).items()},
-        "networks": sorted(service.get("networks") or {}),
-        "read_only": service.get("read_only"),
-        "cap_drop": service.get("cap_drop"),
-        "command": service.get("command"),
-    }
-
-
-def test_compose_v2_and_docker_compose_1_29_read_the_same_services():
-    # The Docker tests run on Compose v2; this keeps Debian 12's docker-compose 1.29 reading the file
-    # the same way (the engine underneath is the same).
-    v2 = compose_config(["docker", "compose"])
-    v1 = compose_config(["docker-compose"])
-    assert {name: what_runs(service) for name, service in v1.items()} == {
-        name: what_runs(service) for name, service in v2.items()
-    }
-
-
 def test_the_upgrade_tool_runs_only_when_asked_with_the_store_writable_and_no_route_out():
     upgrade = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["upgrade"]
 
