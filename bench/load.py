@@ -57,6 +57,7 @@ def wrk_binary():
 
 def write_bodies(texts, path):
     """Write one JSON request body per line ({"text": ...}) for the wrk script."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     return path
 
