@@ -27,6 +27,7 @@ from stack.private import free_port
 from tests.conftest import PROJECT_DIR
 
 BASE_IMAGES_SCRIPT = PROJECT_DIR / ".ci" / "build-base-images.sh"
+COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
 
 
 def standin_bases(arch=None):
@@ -78,10 +79,18 @@ def run(command, *, timeout=120, check=True, env=None):
     return result
 
 
+def has_compose_v2(env=None):
+    """Return whether the docker client has the Compose v2 plugin.
+
+    Without it the CLI does not say so: `docker compose -f ...` reads `-f` as its own unknown flag.
+    """
+    probe = subprocess.run(["docker", "compose", "version"], env=env, capture_output=True, check=False, timeout=60)
+    return probe.returncode == 0
+
+
 def compose_command():
     """`docker compose` when the client has the v2 plugin, else docker-compose (as the Makefile)."""
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    return ["docker", "compose"] if probe.returncode == 0 else ["docker-compose"]
+    return ["docker", "compose"] if has_compose_v2() else ["docker-compose"]
 
 
 def image_size(image):

@@ -11,12 +11,9 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_DIR
-from tests.docker.conftest import ensure_engine
+from tests.docker.conftest import COMPOSE_FILE, ensure_engine, has_compose_v2
 
 pytestmark = pytest.mark.docker
-
-COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,11 +27,8 @@ def compose_config(command):
     if shutil.which(command[0]) is None:
         pytest.skip(f"needs {' '.join(command)}")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    if command == ["docker", "compose"]:
-        # Without the plugin the docker CLI does not say so: it reads `-f` as its own unknown flag.
-        probe = subprocess.run([*command, "version"], env=env, capture_output=True, check=False, timeout=60)
-        if probe.returncode != 0:
-            pytest.skip("needs the Compose v2 plugin (.ci/docker-engine.sh installs it)")
+    if command == ["docker", "compose"] and not has_compose_v2(env):
+        pytest.skip("needs the Compose v2 plugin (.ci/docker-engine.sh installs it)")
     result = subprocess.run(
         # Every profile: v2 leaves a service of an inactive profile out of `config`, 1.29 does not.
         [*command, "-f", str(COMPOSE_FILE), "--profile", "tools", "config"],

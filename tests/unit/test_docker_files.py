@@ -30,10 +30,9 @@ from devtools.lock import PLATFORMS, PYTHON_VERSION, manylinux_tags
 from facade.settings import Settings
 from stack.launcher import NGINX_DEFAULTS_FILE, NGINX_SETTINGS, nginx_defaults, size_label
 from tests.conftest import PROJECT_DIR
-from tests.docker.conftest import standin_bases
+from tests.docker.conftest import COMPOSE_FILE, standin_bases
 
 DOCKERFILE = PROJECT_DIR / "Dockerfile"
-COMPOSE_FILE = PROJECT_DIR / "docker-compose.yml"
 TEMPLATE = PROJECT_DIR / "nginx" / "nginx.conf.template"
 ENTRYPOINT = PROJECT_DIR / "nginx" / "docker-entrypoint.sh"
 LOCKS = {
