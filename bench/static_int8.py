@@ -16,7 +16,6 @@ sensitive groups in fp32. Results: bench/results/int8-<timestamp>.json and int8-
 
 import argparse
 import json
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -30,12 +29,11 @@ from bench.machine import machine_info
 from stack.models import SST2_TRAIN as TRAIN_TSV
 from stack.models import TEST_MODEL_DIR, timing_model
 from tools.onnx_export import INPUT_NAMES, export_onnx, quantized
-from tools.precision_gate import MAX_ACCURACY_LOSS_POINTS
+from tools.precision_gate import LAYER, MAX_ACCURACY_LOSS_POINTS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_DIR = PROJECT_DIR / "run" / "bench" / "int8"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
-LAYER = re.compile(r"layer\.(\d+)/")
 
 
 def train_sentences(count, path=TRAIN_TSV, seed=0):
