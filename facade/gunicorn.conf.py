@@ -16,6 +16,7 @@ from pathlib import Path
 # the repo root is what makes `import facade` work here.
 from facade.admission import gunicorn_threads
 from facade.settings import Settings, SettingsError
+from facade.wire import send_answers_in_one_write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +27,8 @@ except SettingsError as exc:
     sys.exit(f"facade: invalid configuration: {exc}")
 
 wsgi_app = "facade:create_app()"
+# In the master, before it forks the workers: a facade killed mid-answer then has sent nothing of it.
+send_answers_in_one_write()
 chdir = str(ROOT)
 
 #
