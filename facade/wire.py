@@ -7,6 +7,8 @@ gets a cut answer. Sent in one write, an answer is either wholly sent or not sen
 request whose facade died before answering goes to another facade (nginx's proxy_next_upstream).
 """
 
+import functools
+
 from gunicorn.http import wsgi
 
 
@@ -28,6 +30,7 @@ def in_one_write(write):
     parts) is written as Gunicorn writes it.
     """
 
+    @functools.wraps(write)  # keeps Gunicorn's own write reachable as __wrapped__
     def write_whole_answer(self, data):
         whole = (
             not self.headers_sent and not self.chunked and isinstance(data, bytes) and self.response_length == len(data)
@@ -44,7 +47,6 @@ def in_one_write(write):
         return None
 
     write_whole_answer.in_one_write = True
-    write_whole_answer.gunicorn_write = write
     return write_whole_answer
 
 

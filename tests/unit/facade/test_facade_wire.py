@@ -1,5 +1,6 @@
 """The facade's answers leave Gunicorn in one write (facade/wire.py)."""
 
+import inspect
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ ANSWER = b'{"label": "POSITIVE", "score": 0.99, "container_id": "facade-1"}'
 
 
 # Gunicorn's own write, even where another test has loaded the facade's config into this process.
-GUNICORN_WRITE = getattr(wsgi.Response.write, "gunicorn_write", wsgi.Response.write)
+GUNICORN_WRITE = inspect.unwrap(wsgi.Response.write)
 
 
 class PlainResponse(wsgi.Response):
